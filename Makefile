@@ -1,0 +1,61 @@
+# Tether: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+export npm_config_nodedir ?= $(if $(wildcard /usr/include/node/node_api.h),/usr,)
+
+NODE_TEST := node --import tsx --test --test-reporter=spec
+TS_SOURCES := $(shell find protocol/src agent/src hostside/src -name '*.ts' 2>/dev/null)
+ESBUILD := node_modules/.bin/esbuild
+# CommonJS bundles, as the single-executable build needs them too; sources avoid import.meta for that reason.
+ESBUILD_FLAGS := --bundle --platform=node --target=node20 --format=cjs --log-level=warning \
+	--external:node-pty --external:ssh2 --external:cpu-features
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: help
+help: ## show this list
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+.PHONY: build
+build: bin/tether bin/tetherctl bin/tether-exec ## build the agent, tetherctl and the exec helper into bin/
+
+bin/tether: node_modules/.package-lock.json $(TS_SOURCES)
+	@mkdir -p bin
+	$(ESBUILD) agent/src/main.ts $(ESBUILD_FLAGS) --outfile=dist/tether.cjs
+	printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../dist/tether.cjs" "$$@"\n' > $@ && chmod +x $@
+
+bin/tetherctl: node_modules/.package-lock.json $(TS_SOURCES)
+	@mkdir -p bin
+	$(ESBUILD) hostside/src/cli/tetherctl.ts $(ESBUILD_FLAGS) --outfile=dist/tetherctl.cjs
+	printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../dist/tetherctl.cjs" "$$@"\n' > $@ && chmod +x $@
+
+bin/tether-exec: native/tether-exec.c
+	@mkdir -p bin
+	gcc -Os -static -Wall -Wextra -Werror -o $@ $< && strip $@
+
+.PHONY: lint
+lint: node_modules/.package-lock.json ## typecheck, lint and format check
+	npx tsc -p tsconfig.json
+	npx eslint --max-warnings=0 .
+	npx prettier --check --log-level=warn .
+
+.PHONY: test-unit
+test-unit: node_modules/.package-lock.json ## unit tests (pure logic, no I/O beyond temp dirs)
+	$(NODE_TEST) $$(find test/unit -name '*.test.ts' | sort)
+
+.PHONY: test-integration
+test-integration: build ## the agent in --dev mode and the host side over unix sockets
+	$(NODE_TEST) --test-concurrency=1 $$(find test/integration -name '*.test.ts' | sort)
+
+.PHONY: test
+test: lint test-unit test-integration ## everything CI runs
+
+.PHONY: bench
+bench: build ## benchmarks, each printing ratios against an in-run baseline
+	for b in $$(find bench -name '*.bench.ts' | sort); do env -u NODE_EXTRA_CA_CERTS node --import tsx $$b || exit 1; done
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf bin dist build

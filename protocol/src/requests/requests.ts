@@ -1,0 +1,207 @@
+/**
+ * The agent's own requests. Each runs as an SSH subsystem (RFC 4254 §6.5) named `<verb>@tether`; the
+ * client's first frame on the channel carries the parameters, the agent's first frame the result, and
+ * then the channel carries the request's stream (stdio, log frames or status records). Frames are
+ * length-prefixed msgpack. Both ends import the descriptors below, so payload drift is a compile error.
+ */
+import { pack, unpack } from 'msgpackr';
+import { TetherError, type ErrorCode, ERROR_CODES } from '../errors/errors.ts';
+import { encodeLengthPrefixed } from '../framing/length-prefixed.ts';
+
+export interface RequestType<P, R> {
+  readonly subsystem: string;
+  readonly checkParams: (value: unknown) => P;
+  readonly checkResult: (value: unknown) => R;
+}
+
+export function defineRequest<P, R>(
+  subsystem: string,
+  checkParams: (value: unknown) => P,
+  checkResult: (value: unknown) => R,
+): RequestType<P, R> {
+  return { subsystem, checkParams, checkResult };
+}
+
+/** The agent's reply when a request fails before its stream starts. */
+export interface RequestFailure {
+  error: { code: ErrorCode; message: string };
+}
+
+export type Reply<R> = { ok: R } | RequestFailure;
+
+function bad(subsystem: string, why: string): TetherError {
+  return new TetherError('TETHER_REQUEST_INVALID', `${subsystem}: ${why}`);
+}
+
+type Reader = {
+  value: Record<string, unknown>;
+  string(key: string, optional?: boolean): string | undefined;
+  number(key: string, optional?: boolean): number | undefined;
+  boolean(key: string, optional?: boolean): boolean | undefined;
+  strings(key: string, optional?: boolean): string[] | undefined;
+};
+
+function reader(subsystem: string, value: unknown): Reader {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad(subsystem, 'payload is not a map');
+  const record = value as Record<string, unknown>;
+  const get = <T>(key: string, optional: boolean | undefined, ok: (v: unknown) => boolean, what: string): T | undefined => {
+    const field = record[key];
+    if (field === undefined || field === null) {
+      if (optional) return undefined;
+      throw bad(subsystem, `${key} is required`);
+    }
+    if (!ok(field)) throw bad(subsystem, `${key} must be ${what}`);
+    return field as T;
+  };
+  return {
+    value: record,
+    string: (key, optional) => get<string>(key, optional, (v) => typeof v === 'string', 'a string'),
+    number: (key, optional) =>
+      get<number>(key, optional, (v) => typeof v === 'number' && Number.isSafeInteger(v), 'an integer'),
+    boolean: (key, optional) => get<boolean>(key, optional, (v) => typeof v === 'boolean', 'true or false'),
+    strings: (key, optional) =>
+      get<string[]>(key, optional, (v) => Array.isArray(v) && v.every((s) => typeof s === 'string'), 'a list of strings'),
+  };
+}
+
+/** Drops undefined fields so exactOptionalPropertyTypes holds and msgpack stays small. */
+type Defined<T> = { [K in keyof T as undefined extends T[K] ? never : K]: T[K] } & {
+  [K in keyof T as undefined extends T[K] ? K : never]?: Exclude<T[K], undefined>;
+};
+function defined<T extends object>(value: T): Defined<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Defined<T>;
+}
+
+export interface TerminalSize {
+  cols: number;
+  rows: number;
+}
+
+function checkTerminal(subsystem: string, value: unknown): TerminalSize | undefined {
+  if (value === undefined || value === null) return undefined;
+  const r = reader(subsystem, value);
+  const cols = r.number('cols')!;
+  const rows = r.number('rows')!;
+  if (cols < 1 || cols > 10000 || rows < 1 || rows > 10000) throw bad(subsystem, 'tty size out of range');
+  return { cols, rows };
+}
+
+// exec@tether ----------------------------------------------------------------------------------------
+
+export interface ExecParams {
+  argv: string[];
+  env?: string[];
+  cwd?: string;
+  user?: string;
+  /** Present for a terminal session: its initial size. */
+  tty?: TerminalSize;
+  /** False closes the process's stdin at once (docker exec without -i). */
+  stdin: boolean;
+}
+
+export interface ExecResult {
+  pid: number;
+}
+
+export const execRequest = defineRequest<ExecParams, ExecResult>(
+  'exec@tether',
+  (value) => {
+    const r = reader('exec@tether', value);
+    const argv = r.strings('argv')!;
+    if (argv.length === 0) throw bad('exec@tether', 'argv must name a command');
+    const env = r.strings('env', true);
+    if (env?.some((entry) => !entry.includes('='))) throw bad('exec@tether', 'env entries must be KEY=VALUE');
+    return defined({
+      argv,
+      env,
+      cwd: r.string('cwd', true),
+      user: r.string('user', true),
+      tty: checkTerminal('exec@tether', r.value['tty']),
+      stdin: r.boolean('stdin')!,
+    });
+  },
+  (value) => ({ pid: reader('exec@tether', value).number('pid')! }),
+);
+
+// attach@tether --------------------------------------------------------------------------------------
+
+export type AttachFrom = 'start' | 'end' | number;
+
+export interface AttachParams {
+  /** Where output starts: the oldest byte still kept, only new output, or an absolute byte offset. */
+  from: AttachFrom;
+  stdin: boolean;
+}
+
+export interface AttachResult {
+  /** Offset of the first output byte this channel will carry. */
+  offset: number;
+  /** Oldest offset still kept; a `from` below it was moved up to it, and the gap is reported here. */
+  oldest: number;
+  tty: boolean;
+  running: boolean;
+}
+
+export const attachRequest = defineRequest<AttachParams, AttachResult>(
+  'attach@tether',
+  (value) => {
+    const r = reader('attach@tether', value);
+    const from = r.value['from'];
+    if (from !== 'start' && from !== 'end' && !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 0)) {
+      throw bad('attach@tether', 'from must be "start", "end" or a byte offset');
+    }
+    return { from, stdin: r.boolean('stdin')! };
+  },
+  (value) => {
+    const r = reader('attach@tether', value);
+    return { offset: r.number('offset')!, oldest: r.number('oldest')!, tty: r.boolean('tty')!, running: r.boolean('running')! };
+  },
+);
+
+// status@tether --------------------------------------------------------------------------------------
+
+export interface StatusParams {
+  /** Keep the channel open and send new records as they happen. */
+  follow: boolean;
+}
+
+export const statusRequest = defineRequest<StatusParams, Record<string, never>>(
+  'status@tether',
+  (value) => ({ follow: reader('status@tether', value).boolean('follow')! }),
+  () => ({}),
+);
+
+// framing --------------------------------------------------------------------------------------------
+
+export function encodeParams<P>(type: RequestType<P, unknown>, params: P): Buffer {
+  return encodeLengthPrefixed(pack(defined(type.checkParams(params) as object)));
+}
+
+export function decodeParams<P>(type: RequestType<P, unknown>, body: Buffer): P {
+  return type.checkParams(unpackOrThrow(type.subsystem, body));
+}
+
+export function encodeReply<R>(_type: RequestType<unknown, R>, reply: Reply<R>): Buffer {
+  return encodeLengthPrefixed(pack('ok' in reply ? { ok: defined(reply.ok as object) } : reply));
+}
+
+export function decodeReply<R>(type: RequestType<unknown, R>, body: Buffer): Reply<R> {
+  const r = reader(type.subsystem, unpackOrThrow(type.subsystem, body));
+  if ('ok' in r.value) return { ok: type.checkResult(r.value['ok']) };
+  const error = reader(type.subsystem, r.value['error']);
+  const code = error.string('code')!;
+  return {
+    error: {
+      code: (ERROR_CODES as readonly string[]).includes(code) ? (code as ErrorCode) : 'TETHER_REQUEST_INVALID',
+      message: error.string('message')!,
+    },
+  };
+}
+
+function unpackOrThrow(subsystem: string, body: Buffer): unknown {
+  try {
+    return unpack(body);
+  } catch (error) {
+    throw new TetherError('TETHER_REQUEST_INVALID', `${subsystem}: payload is not msgpack`, { cause: error });
+  }
+}
