@@ -54,3 +54,28 @@ export class LengthPrefixedDecoder {
     }
   }
 }
+
+/**
+ * Collects bytes until one whole frame has arrived, for streams where a single frame (a request's
+ * parameters or reply) precedes bytes of another kind. push() returns the frame body and everything after
+ * it once complete, undefined until then.
+ */
+export class FirstFrameReader {
+  #pending: Buffer = Buffer.alloc(0);
+  readonly #maxBytes: number;
+
+  constructor(maxBytes = MAX_FRAME_BYTES) {
+    this.#maxBytes = maxBytes;
+  }
+
+  push(chunk: Uint8Array): { body: Buffer; rest: Buffer } | undefined {
+    this.#pending = this.#pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#pending, chunk]);
+    if (this.#pending.length < 4) return undefined;
+    const length = this.#pending.readUInt32BE(0);
+    if (length > this.#maxBytes) {
+      throw new TetherError('TETHER_FRAME_TOO_LARGE', `frame announces ${length} bytes, limit is ${this.#maxBytes}`);
+    }
+    if (this.#pending.length < 4 + length) return undefined;
+    return { body: this.#pending.subarray(4, 4 + length), rest: this.#pending.subarray(4 + length) };
+  }
+}

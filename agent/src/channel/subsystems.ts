@@ -1,0 +1,176 @@
+/**
+ * The agent's own requests, each an SSH subsystem: the client's first frame carries typed parameters
+ * (protocol/src/requests), the agent answers with one reply frame, then the channel carries the
+ * request's stream. A malformed request gets a reply naming what was wrong, and only its channel closes.
+ */
+import type { ServerChannel, Session as SshSession } from 'ssh2';
+import { describeError, isTetherError, TetherError } from '../../../protocol/src/errors/errors.ts';
+import { FirstFrameReader } from '../../../protocol/src/framing/length-prefixed.ts';
+import { encodeLogFrame } from '../../../protocol/src/logs/log-frame.ts';
+import {
+  attachRequest,
+  decodeParams,
+  encodeReply,
+  execRequest,
+  statusRequest,
+  type AttachParams,
+  type RequestType,
+} from '../../../protocol/src/requests/requests.ts';
+import { encodeStatusRecord } from '../../../protocol/src/status/status.ts';
+import type { ExitStatus } from '../process/exit-status.ts';
+import type { ChannelServices } from './server.ts';
+import { pipeSession } from './session-pipe.ts';
+
+type Log = (message: string) => void;
+
+/** Bytes of output sent per wake-up of an attach pump, so one client cannot monopolise the loop. */
+const ATTACH_SLICE_BYTES = 256 * 1024;
+
+/** Reads the parameter frame; calls back with the parameters and any bytes that followed them. */
+function readParams<P>(type: RequestType<P, unknown>, channel: ServerChannel, done: (params: P, rest: Buffer) => void): void {
+  const reader = new FirstFrameReader(64 * 1024);
+  const onData = (chunk: Buffer): void => {
+    try {
+      const first = reader.push(chunk);
+      if (!first) return;
+      channel.off('data', onData);
+      channel.pause();
+      done(decodeParams(type, first.body), first.rest);
+    } catch (error) {
+      channel.off('data', onData);
+      fail(type, channel, error);
+    }
+  };
+  channel.on('data', onData);
+}
+
+function fail(type: RequestType<unknown, unknown>, channel: ServerChannel, error: unknown): void {
+  const code = isTetherError(error) ? error.code : 'TETHER_REQUEST_INVALID';
+  channel.write(encodeReply(type, { error: { code, message: describeError(error) } }));
+  channel.exit(125);
+  channel.end();
+}
+
+function sendExit(channel: ServerChannel, status: ExitStatus): void {
+  if (status.signal) channel.exit(status.signal.replace(/^SIG/, ''), false, '');
+  else channel.exit(status.exitCode);
+  channel.end();
+}
+
+export function serveSubsystem(name: string, channel: ServerChannel, session: SshSession, services: ChannelServices, log: Log): void {
+  channel.on('error', (error: Error) => log(`${name}: ${error.message}`));
+  switch (name) {
+    case execRequest.subsystem:
+      readParams(execRequest, channel, (params, rest) => {
+        let started;
+        try {
+          started = services.exec.start(params);
+        } catch (error) {
+          fail(execRequest, channel, error);
+          return;
+        }
+        channel.write(encodeReply(execRequest, { ok: { pid: started.pid } }));
+        if (rest.length > 0) started.write(rest);
+        pipeSession(started, channel, session, log);
+        channel.resume();
+      });
+      return;
+    case attachRequest.subsystem:
+      readParams(attachRequest, channel, (params) => serveAttach(params, channel, session, services, log));
+      return;
+    case statusRequest.subsystem:
+      readParams(statusRequest, channel, (params) => {
+        channel.write(encodeReply(statusRequest, { ok: {} }));
+        for (const record of services.status.records) channel.write(encodeStatusRecord(record));
+        if (!params.follow) {
+          channel.exit(0);
+          channel.end();
+          return;
+        }
+        const onRecord = (record: Parameters<typeof encodeStatusRecord>[0]): boolean => channel.write(encodeStatusRecord(record));
+        services.status.on('record', onRecord);
+        channel.on('close', () => services.status.off('record', onRecord));
+        channel.resume();
+      });
+      return;
+    default: {
+      const error = new TetherError('TETHER_REQUEST_INVALID', `unknown request ${name}; known: exec@tether, attach@tether, status@tether`);
+      log(error.message);
+      fail(execRequest, channel, error);
+    }
+  }
+}
+
+function serveAttach(params: AttachParams, channel: ServerChannel, session: SshSession, services: ChannelServices, log: Log): void {
+  const { main, log: output } = services;
+  if (!main) {
+    fail(attachRequest, channel, new TetherError('TETHER_NO_MAIN_PROCESS', 'this agent has no main process to attach to; use exec'));
+    return;
+  }
+  let offset = params.from === 'start' ? output.oldest : params.from === 'end' ? output.end : params.from;
+  offset = Math.min(Math.max(offset, output.oldest), output.end);
+  log(`attached from offset ${offset}${params.stdin ? ' with stdin' : ''}`);
+  channel.write(
+    encodeReply(attachRequest, { ok: { offset, oldest: output.oldest, tty: main.tty, running: main.finalExit === undefined } }),
+  );
+
+  let waiting = false;
+  let closed = false;
+  const pump = (): void => {
+    waiting = false;
+    if (closed) return;
+    if (offset < output.oldest) {
+      // This client fell behind the bytes that others (or the log port) took and the log evicted.
+      channel.stderr.write(`tether: attach fell behind: output ${offset}..${output.oldest} is no longer kept; reattach from ${output.oldest}\n`);
+      channel.close();
+      return;
+    }
+    for (const chunk of output.read(offset, ATTACH_SLICE_BYTES)) {
+      offset = chunk.offset + chunk.data.length;
+      if (!channel.write(encodeLogFrame(chunk))) {
+        waiting = true;
+        channel.once('drain', pump);
+        return;
+      }
+    }
+    if (offset < output.end) {
+      waiting = true;
+      setImmediate(pump);
+      return;
+    }
+    const exit = main.finalExit;
+    if (output.ended && exit) {
+      closed = true;
+      sendExit(channel, exit);
+    }
+  };
+  const wake = (): void => {
+    if (!waiting) pump();
+  };
+  output.on('data', wake);
+  output.on('end', wake);
+  main.on('final', wake);
+  channel.on('close', () => {
+    closed = true;
+    output.off('data', wake);
+    output.off('end', wake);
+    main.off('final', wake);
+  });
+
+  if (params.stdin) {
+    channel.on('data', (chunk: Buffer) => {
+      if (!main.write(chunk)) {
+        channel.pause();
+        main.onceInputDrained(() => channel.resume());
+      }
+    });
+    // A detaching client ends its side; the process keeps its stdin (other clients may still type).
+  }
+  session.on('window-change', (accept, _reject, info) => {
+    main.resize({ cols: info.cols || 80, rows: info.rows || 24 });
+    accept?.();
+  });
+  session.on('signal', (accept, reject, info) => (main.kill(info.name) ? accept?.() : reject?.()));
+  channel.resume();
+  pump();
+}

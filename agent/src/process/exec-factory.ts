@@ -1,0 +1,78 @@
+/**
+ * Turns an exec request into a running Session with the container's defaults: its environment, user
+ * and working directory apply unless the request overrides them, as `docker exec` behaves.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ExecParams } from '../../../protocol/src/requests/requests.ts';
+import { Session, mergeEnv, type SpawnContext } from './session.ts';
+import { parseGroup, parsePasswd, resolveUser, type ResolvedUser } from './users.ts';
+
+export interface ContainerDefaults {
+  env: string[];
+  user?: string;
+  cwd?: string;
+  /** The container's root filesystem as the agent sees it (`/` after pivot_root, and in --dev mode). */
+  rootDir: string;
+}
+
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+function readOptional(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+export function lookupUser(spec: string, rootDir: string): ResolvedUser {
+  return resolveUser(
+    spec,
+    parsePasswd(readOptional(join(rootDir, 'etc/passwd'))),
+    parseGroup(readOptional(join(rootDir, 'etc/group'))),
+  );
+}
+
+export class ExecFactory {
+  readonly defaults: ContainerDefaults;
+  readonly #context: SpawnContext;
+
+  constructor(defaults: ContainerDefaults, context: SpawnContext) {
+    this.defaults = defaults;
+    this.#context = context;
+  }
+
+  /** The user's identity and HOME; a request's user replaces the container's. */
+  identity(userSpec: string | undefined): { user?: ResolvedUser; home: string } {
+    const spec = userSpec ?? this.defaults.user;
+    if (spec === undefined) {
+      return { home: lookupUser(String(process.getuid?.() ?? 0), this.defaults.rootDir).home };
+    }
+    const user = lookupUser(spec, this.defaults.rootDir);
+    return { user, home: user.home };
+  }
+
+  /** `/bin/sh -c`, as sshd runs a command through the user's shell; plain words when the image has no shell. */
+  commandArgv(command: string): string[] {
+    if (existsSync(join(this.defaults.rootDir, 'bin/sh'))) return ['/bin/sh', '-c', command];
+    return command.split(/\s+/).filter(Boolean);
+  }
+
+  start(params: ExecParams): Session {
+    const { user, home } = this.identity(params.user);
+    const env = mergeEnv([DEFAULT_PATH, `HOME=${home}`], this.defaults.env, params.tty ? ['TERM=xterm'] : [], params.env ?? []);
+    const cwd = params.cwd ?? this.defaults.cwd;
+    return new Session(
+      {
+        argv: params.argv,
+        env,
+        stdin: params.stdin,
+        ...(cwd ? { cwd } : {}),
+        ...(user ? { user } : {}),
+        ...(params.tty ? { tty: params.tty } : {}),
+      },
+      this.#context,
+    );
+  }
+}

@@ -1,0 +1,34 @@
+/** tetherctl: the host-side command line for what the docker CLI cannot show. */
+import { describeError, isTetherError } from '../../../protocol/src/errors/errors.ts';
+import { AGENT_USAGE, runAgentCommand } from './agent-command.ts';
+
+const USAGE = `usage: tetherctl <group> ...
+
+${AGENT_USAGE}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [group, ...rest] = argv;
+  switch (group) {
+    case 'agent':
+      return runAgentCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return group === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`tetherctl: unknown command ${JSON.stringify(group)}\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`tetherctl: ${describeError(error)}\n`);
+    process.exitCode = isTetherError(error, 'TETHER_USAGE') ? 2 : 125;
+  },
+);
