@@ -1,0 +1,294 @@
+/**
+ * The real sys.node on the host: what can be checked unprivileged, plus (as root) mounts, hostname and
+ * interfaces inside throwaway namespaces (ns-child.ts). Needs build/native/sys.node (make native).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  closeSync,
+  constants as fsConstants,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadNative } from '../../../agent/src/sys/native.ts';
+import { isErrno, realSys, SYS, SyscallError, type Sys } from '../../../agent/src/sys/sys.ts';
+
+const isRoot = process.getuid?.() === 0;
+
+function thrown(fn: () => unknown): SyscallError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof SyscallError, `expected a SyscallError, got ${String(error)}`);
+    assert.equal(error.code, 'TETHER_SYSCALL');
+    return error;
+  }
+  assert.fail('expected the call to throw');
+}
+
+void describe('sys.node on the host', () => {
+  let sys: Sys;
+  void before(() => {
+    sys = realSys();
+  });
+
+  void it('loads once and exports the same constants as the TypeScript table', () => {
+    const addon = loadNative('sys') as Record<string, unknown>;
+    assert.equal(loadNative('sys'), addon);
+    for (const [name, value] of Object.entries(SYS)) {
+      const native = addon[name] as number;
+      // RB_HALT_SYSTEM does not fit in an int32: the addon exports the C int, i.e. the same bits signed.
+      assert.equal(native >>> 0, value >>> 0, name);
+    }
+  });
+
+  void it('bootTimeMs increases and agrees with /proc/uptime', async () => {
+    const first = sys.bootTimeMs();
+    await sleep(20);
+    const second = sys.bootTimeMs();
+    assert.ok(second - first >= 15, `${first} then ${second}`);
+    const uptimeMs = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000;
+    assert.ok(Math.abs(uptimeMs - second) < 2000, `uptime ${uptimeMs} vs boottime ${second}`);
+  });
+
+  void describe('reaping children node does not own', () => {
+    void before(() => sys.setSubreaper());
+
+    async function orphan(script: string, signal?: NodeJS.Signals): Promise<number> {
+      // The shell backgrounds a grandchild and exits; as a subreaper we inherit the grandchild, which libuv
+      // knows nothing about, exactly like an orphan under PID 1.
+      const pid = Number(
+        execFileSync('/bin/sh', ['-c', `(${script}) >/dev/null 2>&1 & echo $!`], { encoding: 'utf8' }),
+      );
+      assert.ok(pid > 0);
+      if (signal !== undefined) {
+        await sleep(30); // the middle shell is gone, so the orphan is ours
+        process.kill(pid, signal);
+      }
+      for (let i = 0; i < 200; i++) {
+        const peek = sys.peekExited();
+        if (peek?.pid === pid) return pid;
+        await sleep(10);
+      }
+      assert.fail(`orphan ${pid} never showed up in peekExited`);
+    }
+
+    void it('peekExited shows an exited orphan without reaping it, and waitpid reaps it', async () => {
+      const pid = await orphan('sleep 0.05; exit 7');
+      assert.deepEqual(sys.peekExited(), { pid, exitCode: 7 });
+      assert.deepEqual(sys.peekExited(), { pid, exitCode: 7 }, 'still there: WNOWAIT');
+      assert.deepEqual(sys.waitpid(pid, SYS.WNOHANG), { pid, exitCode: 7 });
+      assert.equal(sys.peekExited(), null);
+      const error = thrown(() => sys.waitpid(pid, SYS.WNOHANG));
+      assert.equal(error.errnoName, 'ECHILD');
+      assert.equal(error.errno, 10);
+      assert.equal(error.syscall, 'waitpid');
+      assert.match(
+        error.message,
+        new RegExp(`^waitpid pid ${pid} \\(WNOHANG\\): ECHILD \\(No child processes\\)$`),
+      );
+    });
+
+    void it('reports death by signal', async () => {
+      const pid = await orphan('exec sleep 10', 'SIGKILL');
+      assert.deepEqual(sys.peekExited(), { pid, signal: 9 });
+      assert.deepEqual(sys.waitpid(pid, 0), { pid, signal: 9, coreDumped: false });
+    });
+
+    void it('waitpid with WNOHANG gives null while the child runs', async () => {
+      const pid = Number(
+        execFileSync('/bin/sh', ['-c', '(sleep 0.3) >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' }),
+      );
+      await sleep(50); // let the middle shell exit so the orphan is ours
+      assert.equal(sys.waitpid(pid, SYS.WNOHANG), null);
+      assert.deepEqual(sys.waitpid(pid, 0), { pid, exitCode: 0 });
+    });
+  });
+
+  void describe('poll', () => {
+    let dir: string;
+    void before(() => {
+      dir = mkdtempSync(path.join(tmpdir(), 'tether-poll-'));
+      execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    });
+    void after(() => rmSync(dir, { recursive: true, force: true }));
+
+    void it('times out with 0, then reports POLLIN, without blocking the event loop', async () => {
+      const fd = openSync(path.join(dir, 'fifo'), fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+      try {
+        assert.equal(await sys.poll(fd, SYS.POLLIN, 30), 0);
+        const started = Date.now();
+        const timer = setTimeout(() => writeSync(fd, 'x'), 30);
+        const revents = await sys.poll(fd, SYS.POLLIN, 5000);
+        clearTimeout(timer);
+        assert.equal(revents & SYS.POLLIN, SYS.POLLIN);
+        assert.ok(Date.now() - started < 2000, 'the timer ran while poll waited');
+      } finally {
+        closeSync(fd);
+      }
+    });
+
+    void it('reports POLLHUP when the writer goes away, as a virtio-serial port does without a host', async () => {
+      const reader = openSync(path.join(dir, 'fifo'), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+      const writer = openSync(path.join(dir, 'fifo'), fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+      closeSync(writer);
+      try {
+        const revents = await sys.poll(reader, SYS.POLLIN, 1000);
+        assert.equal(revents & SYS.POLLHUP, SYS.POLLHUP);
+      } finally {
+        closeSync(reader);
+      }
+    });
+
+    void it('reports an invalid fd as POLLNVAL', async () => {
+      const fd = openSync('/dev/null', 'r');
+      closeSync(fd);
+      assert.equal(await sys.poll(fd, SYS.POLLIN, 10), SYS.POLLNVAL);
+    });
+
+    void it('rejects bad arguments with a TypeError', async () => {
+      await assert.rejects(sys.poll(-1, SYS.POLLIN, 10), TypeError);
+    });
+  });
+
+  void it('rlimits round-trip, and failures name the resource and values', () => {
+    const original = sys.getrlimit(SYS.RLIMIT_NOFILE);
+    try {
+      sys.setrlimit(SYS.RLIMIT_NOFILE, 512, original.hard);
+      assert.deepEqual(sys.getrlimit(SYS.RLIMIT_NOFILE), { soft: 512, hard: original.hard });
+      const error = thrown(() => sys.setrlimit(SYS.RLIMIT_NOFILE, original.hard + 1, original.hard));
+      assert.equal(error.errnoName, 'EINVAL');
+      assert.equal(
+        error.message,
+        `setrlimit RLIMIT_NOFILE soft ${original.hard + 1} hard ${original.hard}: EINVAL (Invalid argument)`,
+      );
+    } finally {
+      sys.setrlimit(SYS.RLIMIT_NOFILE, original.soft, original.hard);
+    }
+    assert.equal(sys.getrlimit(SYS.RLIMIT_CORE).hard >= 0, true);
+  });
+
+  void it('errors name their arguments and carry errno', () => {
+    const mount = thrown(() =>
+      sys.mount('/dev/nonexistent', '/nonexistent/newroot', 'ext4', SYS.MS_RDONLY, 'noload'),
+    );
+    assert.ok(['ENOENT', 'EPERM'].includes(mount.errnoName), mount.errnoName);
+    assert.equal(mount.syscall, 'mount');
+    assert.equal(typeof mount.errno, 'number');
+    assert.match(
+      mount.message,
+      /^mount \/dev\/nonexistent onto \/nonexistent\/newroot \(ext4, MS_RDONLY, "noload"\): E[A-Z]+ \(.+\)$/,
+    );
+
+    const chroot = thrown(() => sys.chroot('/nonexistent/root'));
+    assert.match(chroot.message, /^chroot \/nonexistent\/root: E(NOENT|PERM) /);
+
+    const umount = thrown(() => sys.umount2('/nonexistent/mnt', SYS.MNT_DETACH));
+    assert.match(umount.message, /^umount2 \/nonexistent\/mnt \(MNT_DETACH\): E(NOENT|PERM) /);
+
+    const missing = thrown(() => sys.finitModule('/nonexistent/virtio_blk.ko'));
+    assert.equal(missing.syscall, 'open');
+    assert.equal(
+      missing.message,
+      'finit_module /nonexistent/virtio_blk.ko: open: ENOENT (No such file or directory)',
+    );
+
+    assert.ok(isErrno(missing, 'ENOENT'));
+    assert.ok(!isErrno(missing, 'EEXIST'));
+  });
+
+  void it('finitModule reaches the kernel (ENOSYS in this sandbox, which filters finit_module)', () => {
+    const error = thrown(() => sys.finitModule('/etc/hostname', 'debug=1'));
+    assert.equal(error.syscall, 'finit_module');
+    // ENOSYS here (seccomp); on a real kernel a non-module gives ENOEXEC, and unprivileged EPERM.
+    assert.ok(['ENOSYS', 'ENOEXEC', 'EPERM', 'EINVAL'].includes(error.errnoName), error.errnoName);
+    assert.match(error.message, /^finit_module \/etc\/hostname \(params "debug=1"\): E[A-Z]+ \(.+\)$/);
+  });
+
+  void it('ifList reports the loopback interface', () => {
+    const lo = sys.ifList().find((i) => i.name === 'lo');
+    assert.ok(lo);
+    assert.equal(lo.loopback, true);
+    assert.equal(typeof lo.index, 'number');
+  });
+
+  void it('bad argument types throw TypeErrors, not syscall errors', () => {
+    assert.throws(() => sys.mount(null, 42 as unknown as string, null, 0), TypeError);
+    assert.throws(() => sys.ifSetAddress('lo', 'not-an-ip', 8), /ipv4 must be a dotted IPv4 address/);
+    assert.throws(() => sys.ifSetAddress('lo', '127.0.0.1', 33), /prefixLen must be 0 to 32/);
+    assert.throws(() => sys.chroot('/a\0b'), /path must not contain NUL bytes/);
+    assert.throws(() => sys.ifUp('x'.repeat(16)), /name must be an interface name/);
+  });
+
+  void it(
+    'as root, in throwaway uts/mount/net namespaces: hostname, mounts, interfaces',
+    { skip: !isRoot && 'needs root' },
+    () => {
+      const child = spawnSync(
+        'unshare',
+        [
+          '-u',
+          '-m',
+          '-n',
+          '--propagation',
+          'private',
+          process.execPath,
+          '--import',
+          'tsx',
+          path.join(import.meta.dirname, 'ns-child.ts'),
+        ],
+        { encoding: 'utf8', cwd: process.cwd(), timeout: 20_000 },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      const seen = JSON.parse(child.stdout) as Record<
+        string,
+        { errnoName: string; message: string } | unknown
+      >;
+      assert.equal(seen['hostname'], 'tether-test-host');
+      assert.deepEqual(seen['hostnameTooLong'], {
+        errnoName: 'EINVAL',
+        message: `sethostname "${'x'.repeat(100)}": EINVAL (Invalid argument)`,
+      });
+      assert.equal(seen['bindSees'], 'hello');
+      assert.equal(seen['mountinfoHasTmpfs'], true);
+      assert.equal(seen['afterUmount'], false);
+      assert.match(
+        (seen['badFstype'] as { message: string }).message,
+        /^mount none onto \/.+\/a \(no-such-fs\): ENODEV \(No such device\)$/,
+      );
+      assert.match(
+        (seen['umountNotMounted'] as { message: string }).message,
+        /^umount2 \/.+\/a: EINVAL \(Invalid argument\)$/,
+      );
+      assert.match(
+        (seen['pivotNotMount'] as { message: string }).message,
+        /^pivot_root new root \/.+\/a, old root to \/.+\/a\/old: E[A-Z]+ /,
+      );
+      assert.deepEqual(seen['lo'], {
+        name: 'lo',
+        index: 1,
+        up: true,
+        running: true,
+        loopback: true,
+        mtu: 65536,
+        ipv4: '127.0.0.1',
+        prefixLen: 8,
+      });
+      assert.match(
+        (seen['noSuchIf'] as { message: string }).message,
+        /^bring interface nosuch0 up: ioctl\(SIOCGIFFLAGS\): ENODEV \(No such device\)$/,
+      );
+      assert.match(
+        (seen['routeUnreachable'] as { message: string }).message,
+        /^add default route via 10\.9\.8\.7: ioctl\(SIOCADDRT\): ENETUNREACH /,
+      );
+    },
+  );
+});
