@@ -30,6 +30,11 @@ export function encodeLogFrameHeader(stream: StreamId, timestampMs: number, payl
   if (payloadBytes > MAX_LOG_PAYLOAD) {
     throw new TetherError('TETHER_FRAME_TOO_LARGE', `log payload of ${payloadBytes} bytes exceeds ${MAX_LOG_PAYLOAD}`);
   }
+  // Refuse what LogFrameDecoder refuses: one such frame would make the rest of a log file unreadable.
+  if (stream !== STREAM_STDOUT && stream !== STREAM_STDERR) {
+    throw new TetherError('TETHER_FRAME_INVALID', `log frame: unknown stream ${String(stream)}`);
+  }
+  if (!Number.isFinite(timestampMs)) throw new TetherError('TETHER_FRAME_INVALID', 'log frame: timestamp is not finite');
   const header = Buffer.allocUnsafe(LOG_HEADER_BYTES);
   header.writeUInt8(LOG_FRAME_MAGIC, 0);
   header.writeUInt8(stream, 1);
