@@ -5,7 +5,7 @@
  */
 import { pack, unpack } from 'msgpackr';
 import { TetherError } from '../errors/errors.ts';
-import { LengthPrefixedDecoder, encodeLengthPrefixed } from '../framing/length-prefixed.ts';
+import { LengthPrefixedDecoder, MAX_FRAME_BYTES, encodeLengthPrefixed } from '../framing/length-prefixed.ts';
 
 export const BOOT_STAGES = [
   'kernel',
@@ -77,7 +77,8 @@ function unpackBody(body: Buffer): StatusRecord {
 
 /** Incremental decoder for a stream of status frames. */
 export class StatusDecoder {
-  readonly #frames = new LengthPrefixedDecoder(64 * 1024);
+  // The same limit encodeStatusRecord() enforces: whatever the agent can send, the host can read.
+  readonly #frames = new LengthPrefixedDecoder(MAX_FRAME_BYTES);
 
   push(chunk: Uint8Array): StatusRecord[] {
     return this.#frames.push(chunk).map(unpackBody);
