@@ -78,9 +78,9 @@ rm -f "$out.tmp"
 # mke2fs ignores E2FSPROGS_FAKE_TIME=0 (and then stamps the superblock and root with "now").
 fake_time=$((SOURCE_DATE_EPOCH > 0 ? SOURCE_DATE_EPOCH : 1))
 # No journal (the disk is only ever mounted read-only); fixed UUID, hash seed and time for reproducibility.
-as_root sh -c 'chown -R 0:0 "$1" && E2FSPROGS_FAKE_TIME=$4 mkfs.ext4 -q -F -d "$1" -L tether-runtime \
+as_root sh -c 'chown -R 0:0 "$1" && E2FSPROGS_FAKE_TIME=$4 "$5" -q -F -d "$1" -L tether-runtime \
 	-O ^has_journal -m 0 -b 4096 -U 5e7e7e7e-0000-4000-8000-000000000001 -E hash_seed=5e7e7e7e-0000-4000-8000-000000000002,root_owner=0:0 \
-	"$2" "$3K" >/dev/null' sh "$stage" "$out.tmp" "$size_kib" "$fake_time"
+	"$2" "$3K" >/dev/null' sh "$stage" "$out.tmp" "$size_kib" "$fake_time" "$(sbin mkfs.ext4)"
 ext4_fix_times "$out.tmp" "$stage"
 mv "$out.tmp" "$out"
 log "$out: $size_kib KiB image, $(du -sk "$out" | cut -f1) KiB allocated; agent $(stat -c %s "$agent") bytes, $(find "$stage/lib/modules" -name '*.ko' | wc -l) modules${interp:+, interpreter $interp}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download (or reuse from the cache) the pinned Debian cloud kernel, unpack it and generate modules.dep.
-# Usage: fetch-kernel.sh BUILD_DIR
+# Usage: fetch-kernel.sh BUILD_DIR        (the pin is init-image/kernel.env; TETHER_KERNEL_ENV overrides it)
 # Outputs: BUILD_DIR/kernel/root/ (the unpacked package, with lib/modules/<release>/modules.dep),
 #          BUILD_DIR/image/kernel.release, BUILD_DIR/image/vmlinuz (written last: it is the make target).
 set -euo pipefail
@@ -15,8 +15,11 @@ need apt-get apt
 need dpkg dpkg
 need depmod kmod
 
+# TETHER_KERNEL_ENV: another pin file (tests of the fallback use one that names a vanished package).
+kernel_env=${TETHER_KERNEL_ENV:-$INIT_IMAGE_DIR/kernel.env}
+[ -f "$kernel_env" ] || die "kernel pin file '$kernel_env' not found"
 # shellcheck source=kernel.env
-. "$INIT_IMAGE_DIR/kernel.env"
+. "$kernel_env"
 : "${KERNEL_PACKAGE:?kernel.env must set KERNEL_PACKAGE}" "${KERNEL_VERSION:?kernel.env must set KERNEL_VERSION}"
 
 deb_of() { # PACKAGE VERSION -> cached .deb path, if present

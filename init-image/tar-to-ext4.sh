@@ -27,17 +27,17 @@ rm -f "$out.tmp"
 fake_time=$((SOURCE_DATE_EPOCH > 0 ? SOURCE_DATE_EPOCH : 1))
 # One (fake)root session for both steps: fakeroot keeps the owners tar sets only in its own memory.
 as_root sh -e -c '
-	tarball=$1 root=$2 img=$3 size_mib=$4 fake_time=$5
+	tarball=$1 root=$2 img=$3 size_mib=$4 fake_time=$5 mkfs=$6
 	tar -xpf "$tarball" -C "$root" --numeric-owner --same-owner --same-permissions
 	if [ -z "$size_mib" ]; then
 		kib=$(du -sk --apparent-size "$root" | cut -f1)
 		files=$(find "$root" | wc -l)
 		size_mib=$(( (kib * 5 / 4 + files * 4 + 16384) / 1024 ))
 	fi
-	E2FSPROGS_FAKE_TIME=$fake_time mkfs.ext4 -q -F -d "$root" -m 0 -b 4096 \
+	E2FSPROGS_FAKE_TIME=$fake_time "$mkfs" -q -F -d "$root" -m 0 -b 4096 \
 		-U 5e7e7e7e-0000-4000-8000-000000000003 -E hash_seed=5e7e7e7e-0000-4000-8000-000000000004 \
 		"$img" "${size_mib}M" >/dev/null
-' sh "$tarball" "$work/root" "$out.tmp" "$size_mib" "$fake_time" ||
+' sh "$tarball" "$work/root" "$out.tmp" "$size_mib" "$fake_time" "$(sbin mkfs.ext4)" ||
 	die "could not turn $tarball into an ext4 image (see the messages above; a too small SIZE_MiB gives 'Could not allocate block')"
 ext4_fix_times "$out.tmp" "$work/root"
 mv "$out.tmp" "$out"

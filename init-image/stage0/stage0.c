@@ -257,9 +257,13 @@ int main(int argc, char **argv, char **envp)
 		fail("uname", errno);
 
 	char cmdline[4096] = "", transport[16];
+	const char *how = "tether.transport";
 	read_file("/proc/cmdline", cmdline, sizeof cmdline);
-	if (!cmdline_value(cmdline, "tether.transport", transport, sizeof transport))
-		strcpy(transport, has_virtio_pci() ? "pci" : "mmio");
+	if (!cmdline_value(cmdline, "tether.transport", transport, sizeof transport)) {
+		int pci = has_virtio_pci();
+		strcpy(transport, pci ? "pci" : "mmio");
+		how = pci ? "found a virtio PCI device" : "no virtio PCI device";
+	}
 
 	load_module(uts.release, "virtio");
 	load_module(uts.release, "virtio_ring");
@@ -278,10 +282,10 @@ int main(int argc, char **argv, char **envp)
 	double deadline = uptime() + DISK_WAIT_MS / 1000.0;
 	while (!find_runtime_disk(dev, sizeof dev)) {
 		if (uptime() > deadline)
-			failf(ENODEV, "no virtio disk with serial '%s' after %d s (transport %s; attach the runtime disk "
+			failf(ENODEV, "no virtio disk with serial '%s' after %d s (transport %s: %s; attach the runtime disk "
 			      "with -device virtio-blk-%s,serial=%s)",
-			      RUNTIME_SERIAL, DISK_WAIT_MS / 1000, transport, strcmp(transport, "pci") == 0 ? "pci" : "device",
-			      RUNTIME_SERIAL);
+			      RUNTIME_SERIAL, DISK_WAIT_MS / 1000, transport, how,
+			      strcmp(transport, "pci") == 0 ? "pci" : "device", RUNTIME_SERIAL);
 		struct timespec ts = { 0, POLL_MS * 1000000L };
 		nanosleep(&ts, NULL);
 	}
