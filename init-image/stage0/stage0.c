@@ -9,7 +9,7 @@
  *   transport = tether.transport=pci|mmio on the kernel command line, else probe /sys/bus/pci
  *   finit_module virtio virtio_ring <transport modules> virtio_blk
  *   wait (bounded) for /sys/block/vd* whose serial is "tether-runtime"
- *   mount it ro (ext4) on /runtime, move /proc /sys /dev under it
+ *   mount it ro (ext4) on /runtime, move /proc /sys /dev under it, mount a tmpfs on its /run
  *   delete the initramfs files, chdir /runtime, mount --move . /, chroot .
  *   exec /tether with our argv and environment
  *
@@ -296,6 +296,10 @@ int main(int argc, char **argv, char **envp)
 	do_mount("/dev", RUNTIME_DIR "/dev", NULL, MS_MOVE);
 	do_mount("/proc", RUNTIME_DIR "/proc", NULL, MS_MOVE);
 	do_mount("/sys", RUNTIME_DIR "/sys", NULL, MS_MOVE);
+	/* The runtime disk is read-only, and the agent writes before its main runs (the single executable
+	 * extracts its native addons into /run at module load), so it gets a writable /run from the start. */
+	if (mount("tmpfs", RUNTIME_DIR "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64m") != 0)
+		failf(errno, "mount tmpfs on %s/run", RUNTIME_DIR);
 
 	/* switch_root: free the initramfs (only if it really is one), then make the runtime disk the root. */
 	struct statfs sfs;

@@ -71,6 +71,7 @@ boot() { # MACHINE RUN
 	grep -q '^stage0: runtime .* mounted' "$log" || problems+=("no stage0 'runtime mounted' line")
 	grep -q '^fake-agent mount /dev/vd[a-z]* / ext4 ro' "$log" || problems+=("/ is not the read-only runtime disk")
 	grep -q '^fake-agent: root has /init: no' "$log" || problems+=("the initramfs was not freed (/init still there)")
+	grep -q "^fake-agent mount tmpfs /run tmpfs rw" "$log" || problems+=("stage0 did not mount a writable tmpfs on /run")
 	grep -q '^fake-agent env smoke='"$machine-$run"'$' "$log" || problems+=("kernel key=value args did not reach the agent's environment")
 	grep -q '^fake-agent rootfs /home/tester uid=1000 gid=1000$' "$log" || problems+=("busybox disk: /home/tester is not 1000:1000")
 	grep -q '^fake-agent rootfs /tmp mode=1777$' "$log" || problems+=("busybox disk: /tmp is not mode 1777")
