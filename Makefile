@@ -1,7 +1,8 @@
 # Tether: `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-export npm_config_nodedir ?= $(if $(wildcard /usr/include/node/node_api.h),/usr,)
+# node-gyp must build node-pty against local headers: this machine has no route to nodejs.org.
+NPM_NODEDIR ?= $(if $(wildcard /usr/include/node/node_api.h),/usr,)
 
 NODE_TEST := node --import tsx --test --test-reporter=spec
 TS_SOURCES := $(shell find protocol/src agent/src hostside/src -name '*.ts' 2>/dev/null)
@@ -11,7 +12,7 @@ ESBUILD_FLAGS := --bundle --platform=node --target=node20 --format=cjs --log-lev
 	--external:node-pty --external:ssh2 --external:cpu-features
 
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm_config_nodedir=$(NPM_NODEDIR) npm ci --no-audit --no-fund
 	@touch $@
 
 .PHONY: help
@@ -42,7 +43,7 @@ lint: node_modules/.package-lock.json ## typecheck, lint and format check
 	npx prettier --check --log-level=warn .
 
 .PHONY: test-unit
-test-unit: node_modules/.package-lock.json ## unit tests (pure logic, no I/O beyond temp dirs)
+test-unit: node_modules/.package-lock.json build/native/sys.node ## unit tests (pure logic, no I/O beyond temp dirs)
 	$(NODE_TEST) $$(find test/unit -name '*.test.ts' | sort)
 
 .PHONY: test-integration
@@ -55,6 +56,9 @@ test: lint test-unit test-integration ## everything CI runs
 .PHONY: bench
 bench: build ## benchmarks, each printing ratios against an in-run baseline
 	for b in $$(find bench -name '*.bench.ts' | sort); do env -u NODE_EXTRA_CA_CERTS node --import tsx $$b || exit 1; done
+
+include init-image/agent.mk
+include init-image/image.mk
 
 .PHONY: clean
 clean: ## remove build outputs

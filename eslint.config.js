@@ -3,7 +3,16 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const ioModules = ['node:net', 'node:fs', 'node:fs/promises', 'node:child_process', 'ssh2', 'ws', 'node-pty', 'tar-fs'];
+const ioModules = [
+  'node:net',
+  'node:fs',
+  'node:fs/promises',
+  'node:child_process',
+  'ssh2',
+  'ws',
+  'node-pty',
+  'tar-fs',
+];
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', 'bin/**', 'build/**'] },
@@ -13,7 +22,15 @@ export default tseslint.config(
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
-      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        // node:test's describe/it return promises the runner itself awaits.
+        {
+          allowForKnownSafeCalls: [
+            { from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite'] },
+          ],
+        },
+      ],
       '@typescript-eslint/explicit-function-return-type': ['error', { allowExpressions: true }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
       eqeqeq: ['error', 'always'],
@@ -27,10 +44,7 @@ export default tseslint.config(
   {
     files: ['protocol/**/*.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
-        { paths: ioModules, patterns: ['**/agent/**', '**/hostside/**'] },
-      ],
+      'no-restricted-imports': ['error', { paths: ioModules, patterns: ['**/agent/**', '**/hostside/**'] }],
     },
   },
   {

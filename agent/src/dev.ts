@@ -22,7 +22,9 @@ export const DEV_USAGE = `usage: tether --dev --socket PATH --state DIR [--confi
   --socket PATH       unix socket to serve the channel on
   --state DIR         keeps ssh_host_key, authorized_keys (and id_client, known_hosts when generated)
   --config FILE       agent config (JSON, see docs/config.md); -- CMD overrides its process.argv
-  --buffer-bytes N    output kept for attach clients before the process is paused (default 16 MiB)`;
+  --buffer-bytes N    output kept for attach clients before the process is paused (default 16 MiB)
+  --rootfs DIR        root filesystem whose /etc/passwd and /etc/group resolve users (default /;
+                      --dev mode does not chroot into it)`;
 
 const DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024;
 
@@ -45,17 +47,22 @@ export async function runDev(argv: string[]): Promise<void> {
       state: { type: 'string' },
       config: { type: 'string' },
       'buffer-bytes': { type: 'string' },
+      rootfs: { type: 'string', default: '/' },
     },
     strict: true,
   });
   if (!values.socket) throw usage('--socket is required');
   if (!values.state) throw usage('--state is required');
   const bufferBytes = values['buffer-bytes'] ? Number(values['buffer-bytes']) : DEFAULT_BUFFER_BYTES;
-  if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 1024) throw usage('--buffer-bytes must be an integer ≥ 1024');
+  if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 1024)
+    throw usage('--buffer-bytes must be an integer ≥ 1024');
 
   const started = performance.now();
   const logger = (message: string): void => void process.stderr.write(`tether: ${message}\n`);
-  const status = new StatusReporter(() => performance.now() - started, [(record) => logger(formatStatusRecord(record))]);
+  const status = new StatusReporter(
+    () => performance.now() - started,
+    [(record) => logger(formatStatusRecord(record))],
+  );
   status.report('agent', 'ok', { pid: process.pid, detail: 'dev mode' });
 
   let config: AgentConfig = { version: 1, id: 'dev' };
@@ -68,7 +75,12 @@ export async function runDev(argv: string[]): Promise<void> {
   const keys = ensureStateKeys(values.state);
   const log = new OutputLog(bufferBytes);
   const exec = new ExecFactory(
-    { env: config.process?.env ?? [], rootDir: '/', ...(config.process?.user ? { user: config.process.user } : {}), ...(config.process?.cwd ? { cwd: config.process.cwd } : {}) },
+    {
+      env: config.process?.env ?? [],
+      rootDir: values.rootfs,
+      ...(config.process?.user ? { user: config.process.user } : {}),
+      ...(config.process?.cwd ? { cwd: config.process.cwd } : {}),
+    },
     { helperPath: helperPath() },
   );
 
@@ -80,11 +92,21 @@ export async function runDev(argv: string[]): Promise<void> {
     } catch (error) {
       status.report('process-started', 'failed', { detail: describeError(error) });
     }
-    if (spec) main = new MainProcess({ spec, context: { helperPath: helperPath() }, log, status, ...stopPolicy(config.process) });
+    if (spec)
+      main = new MainProcess({
+        spec,
+        context: { helperPath: helperPath() },
+        log,
+        status,
+        ...stopPolicy(config.process),
+      });
   }
 
   const server = new ChannelServer(
-    { hostKey: config.channel?.hostKey ?? keys.hostKey, authorizedKeys: [...(config.channel?.authorizedKeys ?? []), ...keys.authorizedKeys] },
+    {
+      hostKey: config.channel?.hostKey ?? keys.hostKey,
+      authorizedKeys: [...(config.channel?.authorizedKeys ?? []), ...keys.authorizedKeys],
+    },
     { main, log, status, exec, logger },
   );
   const listener = await listenUnix(values.socket, server, logger);

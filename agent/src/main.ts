@@ -12,7 +12,9 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(DEV_USAGE + '\n');
     return;
   }
-  process.stderr.write(`tether: not PID 1 and no --dev given: refusing to act as a VM's init here\n${DEV_USAGE}\n`);
+  process.stderr.write(
+    `tether: not PID 1 and no --dev given: refusing to act as a VM's init here\n${DEV_USAGE}\n`,
+  );
   process.exitCode = 2;
 }
 

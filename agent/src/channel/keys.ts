@@ -32,7 +32,10 @@ export function parseAuthorizedKeys(text: string, source: string): string[] {
     if (line === '' || line.startsWith('#')) return;
     const parsed = utils.parseKey(line);
     if (parsed instanceof Error) {
-      throw new TetherError('TETHER_CONFIG_INVALID', `${source} line ${index + 1}: not an OpenSSH public key (${parsed.message})`);
+      throw new TetherError(
+        'TETHER_CONFIG_INVALID',
+        `${source} line ${index + 1}: not an OpenSSH public key (${parsed.message})`,
+      );
     }
     keys.push(line);
   });

@@ -7,7 +7,12 @@
  */
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import ssh2, { type AuthContext, type Connection, type ServerChannel, type Session as SshSession } from 'ssh2';
+import ssh2, {
+  type AuthContext,
+  type Connection,
+  type ServerChannel,
+  type Session as SshSession,
+} from 'ssh2';
 import { describeError, TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { TerminalSize } from '../../../protocol/src/requests/requests.ts';
 import type { MainProcess } from '../process/main-process.ts';
@@ -38,7 +43,8 @@ type ParsedKey = ssh2.ParsedKey;
 function parsePublicKeys(lines: string[]): ParsedKey[] {
   return lines.map((line) => {
     const parsed = utils.parseKey(line);
-    if (parsed instanceof Error) throw new TetherError('TETHER_CONFIG_INVALID', `authorized key: ${parsed.message}`);
+    if (parsed instanceof Error)
+      throw new TetherError('TETHER_CONFIG_INVALID', `authorized key: ${parsed.message}`);
     return Array.isArray(parsed) ? parsed[0]! : parsed;
   });
 }
@@ -57,7 +63,9 @@ export class ChannelServer {
   constructor(keys: ChannelKeysConfig, services: ChannelServices) {
     this.#services = services;
     this.#authorized = parsePublicKeys(keys.authorizedKeys);
-    this.#server = new Server({ hostKeys: [keys.hostKey], ident: 'tether' }, (client) => this.#onClient(client));
+    this.#server = new Server({ hostKeys: [keys.hostKey], ident: 'tether' }, (client) =>
+      this.#onClient(client),
+    );
   }
 
   /** Serves one byte stream until it closes; never throws (a bad peer only loses its own stream). */
@@ -93,7 +101,9 @@ export class ChannelServer {
       (key) => key.type === offered.algo && key.getPublicSSH().equals(offered.data),
     );
     if (!match) {
-      log(`rejected public key ${fingerprint(offered.data)} (${offered.algo}) for user ${context.username}: not authorized`);
+      log(
+        `rejected public key ${fingerprint(offered.data)} (${offered.algo}) for user ${context.username}: not authorized`,
+      );
       context.reject(['publickey']);
       return;
     }
@@ -130,7 +140,9 @@ export class ChannelServer {
         });
       } catch (error) {
         const stream = channel();
-        stream.stderr.write(`tether: ${error instanceof TetherError ? error.message : describeError(error)}\n`);
+        stream.stderr.write(
+          `tether: ${error instanceof TetherError ? error.message : describeError(error)}\n`,
+        );
         stream.exit(126);
         stream.end();
         return;

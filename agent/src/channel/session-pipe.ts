@@ -19,8 +19,14 @@ export function pipeSession(
       channel.once('drain', () => session.resumeOutput());
     }
   };
-  session.on('stdout', forward((chunk) => channel.write(chunk)));
-  session.on('stderr', forward((chunk) => channel.stderr.write(chunk)));
+  session.on(
+    'stdout',
+    forward((chunk) => channel.write(chunk)),
+  );
+  session.on(
+    'stderr',
+    forward((chunk) => channel.stderr.write(chunk)),
+  );
   channel.on('data', (chunk: Buffer) => {
     if (!session.write(chunk)) {
       channel.pause();

@@ -27,7 +27,11 @@ type Log = (message: string) => void;
 const ATTACH_SLICE_BYTES = 256 * 1024;
 
 /** Reads the parameter frame; calls back with the parameters and any bytes that followed them. */
-function readParams<P>(type: RequestType<P, unknown>, channel: ServerChannel, done: (params: P, rest: Buffer) => void): void {
+function readParams<P>(
+  type: RequestType<P, unknown>,
+  channel: ServerChannel,
+  done: (params: P, rest: Buffer) => void,
+): void {
   const reader = new FirstFrameReader(64 * 1024);
   const onData = (chunk: Buffer): void => {
     try {
@@ -57,7 +61,13 @@ function sendExit(channel: ServerChannel, status: ExitStatus): void {
   channel.end();
 }
 
-export function serveSubsystem(name: string, channel: ServerChannel, session: SshSession, services: ChannelServices, log: Log): void {
+export function serveSubsystem(
+  name: string,
+  channel: ServerChannel,
+  session: SshSession,
+  services: ChannelServices,
+  log: Log,
+): void {
   channel.on('error', (error: Error) => log(`${name}: ${error.message}`));
   switch (name) {
     case execRequest.subsystem:
@@ -87,31 +97,47 @@ export function serveSubsystem(name: string, channel: ServerChannel, session: Ss
           channel.end();
           return;
         }
-        const onRecord = (record: Parameters<typeof encodeStatusRecord>[0]): boolean => channel.write(encodeStatusRecord(record));
+        const onRecord = (record: Parameters<typeof encodeStatusRecord>[0]): boolean =>
+          channel.write(encodeStatusRecord(record));
         services.status.on('record', onRecord);
         channel.on('close', () => services.status.off('record', onRecord));
         channel.resume();
       });
       return;
     default: {
-      const error = new TetherError('TETHER_REQUEST_INVALID', `unknown request ${name}; known: exec@tether, attach@tether, status@tether`);
+      const error = new TetherError(
+        'TETHER_REQUEST_INVALID',
+        `unknown request ${name}; known: exec@tether, attach@tether, status@tether`,
+      );
       log(error.message);
       fail(execRequest, channel, error);
     }
   }
 }
 
-function serveAttach(params: AttachParams, channel: ServerChannel, session: SshSession, services: ChannelServices, log: Log): void {
+function serveAttach(
+  params: AttachParams,
+  channel: ServerChannel,
+  session: SshSession,
+  services: ChannelServices,
+  log: Log,
+): void {
   const { main, log: output } = services;
   if (!main) {
-    fail(attachRequest, channel, new TetherError('TETHER_NO_MAIN_PROCESS', 'this agent has no main process to attach to; use exec'));
+    fail(
+      attachRequest,
+      channel,
+      new TetherError('TETHER_NO_MAIN_PROCESS', 'this agent has no main process to attach to; use exec'),
+    );
     return;
   }
   let offset = params.from === 'start' ? output.oldest : params.from === 'end' ? output.end : params.from;
   offset = Math.min(Math.max(offset, output.oldest), output.end);
   log(`attached from offset ${offset}${params.stdin ? ' with stdin' : ''}`);
   channel.write(
-    encodeReply(attachRequest, { ok: { offset, oldest: output.oldest, tty: main.tty, running: main.finalExit === undefined } }),
+    encodeReply(attachRequest, {
+      ok: { offset, oldest: output.oldest, tty: main.tty, running: main.finalExit === undefined },
+    }),
   );
 
   let waiting = false;
@@ -121,7 +147,9 @@ function serveAttach(params: AttachParams, channel: ServerChannel, session: SshS
     if (closed) return;
     if (offset < output.oldest) {
       // This client fell behind the bytes that others (or the log port) took and the log evicted.
-      channel.stderr.write(`tether: attach fell behind: output ${offset}..${output.oldest} is no longer kept; reattach from ${output.oldest}\n`);
+      channel.stderr.write(
+        `tether: attach fell behind: output ${offset}..${output.oldest} is no longer kept; reattach from ${output.oldest}\n`,
+      );
       channel.close();
       return;
     }

@@ -3,7 +3,11 @@ import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import type { ChannelServer } from './server.ts';
 
-export function listenUnix(path: string, server: ChannelServer, logger: (message: string) => void): Promise<Server> {
+export function listenUnix(
+  path: string,
+  server: ChannelServer,
+  logger: (message: string) => void,
+): Promise<Server> {
   rmSync(path, { force: true }); // a stale socket from an earlier run would make listen fail with EADDRINUSE
   const listener = createServer((socket) => {
     socket.on('error', (error) => logger(`channel socket: ${error.message}`));

@@ -20,7 +20,9 @@ export function mainSessionSpec(config: ProcessConfig, exec: ExecFactory): Sessi
   };
 }
 
-export function stopPolicy(config: ProcessConfig): Pick<MainProcessOptions, 'restart' | 'stopSignal' | 'stopTimeoutMs'> {
+export function stopPolicy(
+  config: ProcessConfig,
+): Pick<MainProcessOptions, 'restart' | 'stopSignal' | 'stopTimeoutMs'> {
   return {
     restart: config.restart ?? 'no',
     stopSignal: config.stopSignal ?? 'SIGTERM',

@@ -61,7 +61,12 @@ export class ExecFactory {
 
   start(params: ExecParams): Session {
     const { user, home } = this.identity(params.user);
-    const env = mergeEnv([DEFAULT_PATH, `HOME=${home}`], this.defaults.env, params.tty ? ['TERM=xterm'] : [], params.env ?? []);
+    const env = mergeEnv(
+      [DEFAULT_PATH, `HOME=${home}`],
+      this.defaults.env,
+      params.tty ? ['TERM=xterm'] : [],
+      params.env ?? [],
+    );
     const cwd = params.cwd ?? this.defaults.cwd;
     return new Session(
       {

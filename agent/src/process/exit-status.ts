@@ -20,7 +20,10 @@ export function signalName(signal: number): string | undefined {
 }
 
 /** From what Node or node-pty report (code, signal as a name or a number). */
-export function exitStatusFrom(code: number | null | undefined, signal: string | number | null | undefined): ExitStatus {
+export function exitStatusFrom(
+  code: number | null | undefined,
+  signal: string | number | null | undefined,
+): ExitStatus {
   if (signal !== null && signal !== undefined && signal !== 0) {
     const number = typeof signal === 'number' ? signal : signalNumber(signal);
     const name = typeof signal === 'string' ? signal : signalName(signal);

@@ -84,7 +84,10 @@ export class MainProcess extends EventEmitter<{ exit: [ExitStatus]; final: [Exit
     session.on('stdout', append(STREAM_STDOUT));
     session.on('stderr', append(STREAM_STDERR));
     session.on('exit', (exit) => {
-      status.report('process-exited', 'ok', { exitCode: exit.exitCode, ...(exit.signal ? { signal: exit.signal } : {}) });
+      status.report('process-exited', 'ok', {
+        exitCode: exit.exitCode,
+        ...(exit.signal ? { signal: exit.signal } : {}),
+      });
       this.#ended(exit);
     });
   }

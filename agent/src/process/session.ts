@@ -35,7 +35,14 @@ const END_OF_TRANSMISSION = '\x04';
 export function helperArgs(spec: SessionSpec): string[] {
   const args: string[] = [];
   if (spec.user) {
-    args.push('--groups', spec.user.groups.join(','), '--gid', String(spec.user.gid), '--uid', String(spec.user.uid));
+    args.push(
+      '--groups',
+      spec.user.groups.join(','),
+      '--gid',
+      String(spec.user.gid),
+      '--uid',
+      String(spec.user.uid),
+    );
   }
   if (spec.cwd) args.push('--cwd', spec.cwd);
   args.push('--', ...spec.argv);

@@ -36,24 +36,40 @@ function lines(text: string): string[][] {
     .map((line) => line.split(':'));
 }
 
-const isId = (text: string | undefined): text is string => text !== undefined && /^\d{1,10}$/.test(text);
+/** Linux ids are u32, and 4294967295 means "no id" to setuid(2). */
+const isId = (text: string | undefined): text is string =>
+  text !== undefined && /^\d{1,10}$/.test(text) && Number(text) <= 0xfffffffe;
 
 export function parsePasswd(text: string): PasswdEntry[] {
   return lines(text).flatMap(([name, , uid, gid, , home, shell]) =>
-    name && isId(uid) && isId(gid) ? [{ name, uid: Number(uid), gid: Number(gid), home: home || '/', shell: shell ?? '' }] : [],
+    name && isId(uid) && isId(gid)
+      ? [{ name, uid: Number(uid), gid: Number(gid), home: home || '/', shell: shell ?? '' }]
+      : [],
   );
 }
 
 export function parseGroup(text: string): GroupEntry[] {
   return lines(text).flatMap(([name, , gid, members]) =>
-    name && isId(gid) ? [{ name, gid: Number(gid), members: members ? members.split(',').filter(Boolean) : [] }] : [],
+    name && isId(gid)
+      ? [{ name, gid: Number(gid), members: members ? members.split(',').filter(Boolean) : [] }]
+      : [],
   );
 }
 
 export function resolveUser(spec: string, passwd: PasswdEntry[], groups: GroupEntry[]): ResolvedUser {
-  const [userPart = '', groupPart] = spec.split(':', 2);
+  const parts = spec.split(':');
+  const [userPart = '', groupPart] = parts;
+  if (parts.length > 2) {
+    throw new TetherError(
+      'TETHER_USER_UNKNOWN',
+      `user "${spec}": expected user or user:group, with at most one colon`,
+    );
+  }
   if (userPart === '') {
-    throw new TetherError('TETHER_USER_UNKNOWN', `user "${spec}": the user part is empty; give a name or a uid`);
+    throw new TetherError(
+      'TETHER_USER_UNKNOWN',
+      `user "${spec}": the user part is empty; give a name or a uid`,
+    );
   }
   const byName = passwd.find((entry) => entry.name === userPart);
   const entry = isId(userPart) ? (passwd.find((e) => e.uid === Number(userPart)) ?? undefined) : byName;

@@ -23,8 +23,17 @@ export class StatusReporter extends EventEmitter<{ record: [StatusRecord] }> {
     return this.#records;
   }
 
-  report(stage: BootStage, outcome: StageOutcome, extra: Omit<StatusRecord, 'stage' | 'outcome' | 'atMs'> = {}): StatusRecord {
-    const record: StatusRecord = { stage, outcome, atMs: Math.round(this.#clockMs() * 1000) / 1000, ...extra };
+  report(
+    stage: BootStage,
+    outcome: StageOutcome,
+    extra: Omit<StatusRecord, 'stage' | 'outcome' | 'atMs'> = {},
+  ): StatusRecord {
+    const record: StatusRecord = {
+      stage,
+      outcome,
+      atMs: Math.round(this.#clockMs() * 1000) / 1000,
+      ...extra,
+    };
     this.#records.push(record);
     for (const sink of this.#sinks) {
       try {

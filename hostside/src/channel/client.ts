@@ -2,7 +2,7 @@
  * The host's channel client, a library tetherctl and tetherd share: resync, then SSH over any byte
  * stream with both keys pinned, then the agent's requests (exec, attach with resume, status).
  */
-import { EventEmitter } from 'node:events';
+import { constants } from 'node:os';
 import { PassThrough, type Duplex, type Readable, type Writable } from 'node:stream';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
@@ -37,23 +37,49 @@ export interface ExitResult {
   signal?: string;
 }
 
-const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, ABRT: 6, KILL: 9, USR1: 10, SEGV: 11, USR2: 12, PIPE: 13, ALRM: 14, TERM: 15 };
+const SIGNALS = constants.signals as Record<string, number>;
+
+/** ssh2 reports exit-signal (RFC 4254 §6.10) as `SIG` + the name; users expect 128+n. */
+function exitFromSignal(signal: string | undefined): ExitResult {
+  const name = signal ? (signal.startsWith('SIG') ? signal : `SIG${signal}`) : 'SIGUNKNOWN';
+  return { exitCode: 128 + (SIGNALS[name] ?? 0), signal: name };
+}
 
 function exitFrom(channel: ClientChannel): Promise<ExitResult | undefined> {
   return new Promise((resolve) => {
     let result: ExitResult | undefined;
     channel.on('exit', (code: number | null, signal?: string) => {
-      result =
-        code !== null && code !== undefined
-          ? { exitCode: code }
-          : { exitCode: 128 + (SIGNALS[signal ?? ''] ?? 0), signal: `SIG${signal ?? 'UNKNOWN'}` };
+      result = code !== null && code !== undefined ? { exitCode: code } : exitFromSignal(signal);
     });
     channel.on('close', () => resolve(result));
   });
 }
 
+interface ChannelInternals {
+  writable: boolean;
+  outgoing: { id: number; state: string };
+  _client: {
+    _protocol: { windowChange(id: number, rows: number, cols: number, height: number, width: number): void };
+  };
+}
+
+/**
+ * window-change (RFC 4254 §6.7) is valid on any session channel, but ssh2's `setWindow` only sends it for
+ * shell and exec channels and silently drops it on a subsystem channel like ours; so send it directly.
+ */
+function sendWindowChange(channel: ClientChannel, size: TerminalSize): void {
+  const internals = channel as unknown as ChannelInternals;
+  if (!internals.writable || internals.outgoing.state !== 'open') return;
+  internals._client._protocol.windowChange(internals.outgoing.id, size.rows, size.cols, 0, 0);
+}
+
 /** Reads the agent's reply frame, then passes every later byte to `rest`. */
-function readReply<R>(type: RequestType<unknown, R>, channel: ClientChannel, rest: (chunk: Buffer) => void): Promise<R> {
+function readReply<R>(
+  type: RequestType<unknown, R>,
+  channel: ClientChannel,
+  rest: (chunk: Buffer) => void,
+  onReply: (reply: R) => void = () => {},
+): Promise<R> {
   return new Promise((resolve, reject) => {
     const reader = new FirstFrameReader(64 * 1024);
     let replied = false;
@@ -66,6 +92,7 @@ function readReply<R>(type: RequestType<unknown, R>, channel: ClientChannel, res
         replied = true;
         const reply = decodeReply(type, first.body);
         if ('error' in reply) throw new TetherError(reply.error.code, reply.error.message);
+        onReply(reply.ok);
         resolve(reply.ok);
       } catch (error) {
         replied = true;
@@ -76,7 +103,13 @@ function readReply<R>(type: RequestType<unknown, R>, channel: ClientChannel, res
       if (first.rest.length > 0) rest(first.rest);
     });
     channel.on('close', () => {
-      if (!replied) reject(new TetherError('TETHER_CHANNEL_CLOSED', `${type.subsystem}: the agent closed the request without a reply`));
+      if (!replied)
+        reject(
+          new TetherError(
+            'TETHER_CHANNEL_CLOSED',
+            `${type.subsystem}: the agent closed the request without a reply`,
+          ),
+        );
     });
   });
 }
@@ -91,7 +124,14 @@ export interface ExecHandle {
   exit: Promise<ExitResult | undefined>;
 }
 
-export interface AttachHandle extends EventEmitter<{ frame: [LogFrame]; error: [Error] }> {
+export interface AttachHandlers {
+  /** Each output frame, in order; called from the first frame on, so none can be missed. */
+  onFrame(frame: LogFrame): void;
+  /** The agent could not serve the asked offset, or sent a frame that does not decode. */
+  onError?(error: Error): void;
+}
+
+export interface AttachHandle {
   result: AttachResult;
   /** Offset just past the last byte received: where a later attach resumes. */
   readonly offset: number;
@@ -110,10 +150,15 @@ export class ChannelClient {
     this.#ssh = ssh;
   }
 
-  static async connect(stream: Duplex, credentials: ChannelCredentials, options: ResyncOptions & { readyTimeoutMs?: number } = {}): Promise<ChannelClient> {
+  static async connect(
+    stream: Duplex,
+    credentials: ChannelCredentials,
+    options: ResyncOptions & { readyTimeoutMs?: number } = {},
+  ): Promise<ChannelClient> {
     await resyncClient(stream, options);
     const pinned = utils.parseKey(credentials.hostPublicKey);
-    if (pinned instanceof Error) throw new TetherError('TETHER_CONFIG_INVALID', `agent host key: ${pinned.message}`);
+    if (pinned instanceof Error)
+      throw new TetherError('TETHER_CONFIG_INVALID', `agent host key: ${pinned.message}`);
     const expected = (Array.isArray(pinned) ? pinned[0]! : pinned).getPublicSSH();
     const ssh = new Client();
     let hostKeyMismatch = false;
@@ -122,9 +167,16 @@ export class ChannelClient {
       ssh.once('error', (error) =>
         reject(
           hostKeyMismatch
-            ? new TetherError('TETHER_HOST_KEY_MISMATCH', "the agent's host key is not the pinned one: refusing to talk to it")
+            ? new TetherError(
+                'TETHER_HOST_KEY_MISMATCH',
+                "the agent's host key is not the pinned one: refusing to talk to it",
+              )
             : /authentication/i.test(error.message)
-              ? new TetherError('TETHER_AUTH_FAILED', `the agent refused this client's key (${error.message})`, { cause: error })
+              ? new TetherError(
+                  'TETHER_AUTH_FAILED',
+                  `the agent refused this client's key (${error.message})`,
+                  { cause: error },
+                )
               : error,
         ),
       );
@@ -158,13 +210,17 @@ export class ChannelClient {
   }
 
   #subsystem(name: string): Promise<ClientChannel> {
-    return new Promise((resolve, reject) => this.#ssh.subsys(name, (error, channel) => (error ? reject(error) : resolve(channel))));
+    return new Promise((resolve, reject) =>
+      this.#ssh.subsys(name, (error, channel) => (error ? reject(error) : resolve(channel))),
+    );
   }
 
   async exec(params: ExecParams): Promise<ExecHandle> {
     const channel = await this.#subsystem(execRequest.subsystem);
     const stdout = new PassThrough();
     const exit = exitFrom(channel);
+    // Before the reply: a process that fails at once sends its reply, output and EOF in one read.
+    channel.on('end', () => stdout.end());
     channel.write(encodeParams(execRequest, params));
     const result = await readReply(execRequest, channel, (chunk) => {
       if (!stdout.write(chunk)) {
@@ -172,49 +228,54 @@ export class ChannelClient {
         stdout.once('drain', () => channel.resume());
       }
     });
-    channel.on('end', () => stdout.end());
     return {
       pid: result.pid,
       stdout,
       stderr: channel.stderr,
       stdin: channel,
-      resize: (size) => void channel.setWindow(size.rows, size.cols, 0, 0),
+      resize: (size) => sendWindowChange(channel, size),
       signal: (name) => void channel.signal(name.replace(/^SIG/, '')),
       exit,
     };
   }
 
-  async attach(params: AttachParams): Promise<AttachHandle> {
+  async attach(params: AttachParams, handlers: AttachHandlers): Promise<AttachHandle> {
     const channel = await this.#subsystem(attachRequest.subsystem);
     const exit = exitFrom(channel);
     const frames = new LogFrameDecoder();
-    const emitter = new EventEmitter<{ frame: [LogFrame]; error: [Error] }>();
+    const onError = handlers.onError ?? (() => {});
     let offset = 0;
+    channel.stderr.on('data', (chunk: Buffer) =>
+      onError(new TetherError('TETHER_OFFSET_GONE', chunk.toString().trim())),
+    );
     channel.write(encodeParams(attachRequest, params));
-    const result = await readReply(attachRequest, channel, (chunk) => {
-      try {
-        for (const frame of frames.push(chunk)) {
-          offset += frame.data.length;
-          emitter.emit('frame', frame);
+    const result = await readReply(
+      attachRequest,
+      channel,
+      (chunk) => {
+        try {
+          for (const frame of frames.push(chunk)) {
+            offset += frame.data.length;
+            handlers.onFrame(frame);
+          }
+        } catch (error) {
+          onError(error as Error);
+          channel.close();
         }
-      } catch (error) {
-        emitter.emit('error', error as Error);
-        channel.close();
-      }
-    });
-    offset = result.offset;
-    channel.stderr.on('data', (chunk: Buffer) => emitter.emit('error', new TetherError('TETHER_OFFSET_GONE', chunk.toString().trim())));
-    return Object.assign(emitter, {
+      },
+      (reply) => (offset = reply.offset),
+    );
+    return {
       result,
       get offset() {
         return offset;
       },
       stdin: channel,
-      resize: (size: TerminalSize) => void channel.setWindow(size.rows, size.cols, 0, 0),
+      resize: (size: TerminalSize) => sendWindowChange(channel, size),
       signal: (name: string) => void channel.signal(name.replace(/^SIG/, '')),
       detach: () => channel.close(),
       exit,
-    });
+    };
   }
 
   /** The agent's status records so far, and with `follow`, each new one as it happens. */

@@ -19,9 +19,15 @@ export function resyncClient(stream: Duplex, options: ResyncOptions = {}): Promi
   const machine = new ResyncClient();
   return new Promise((resolve, reject) => {
     const attempt = (): void => void stream.write(machine.start(randomInt(0, 2 ** 32)));
-    const retry = setInterval(attempt, retryMs);
+    let retry = setInterval(attempt, retryMs);
     const deadline = setTimeout(
-      () => finish(new TetherError('TETHER_RESYNC_FAILED', `the agent did not answer the resync handshake within ${timeoutMs} ms; is it running and is this its channel?`)),
+      () =>
+        finish(
+          new TetherError(
+            'TETHER_RESYNC_FAILED',
+            `the agent did not answer the resync handshake within ${timeoutMs} ms; is it running and is this its channel?`,
+          ),
+        ),
       timeoutMs,
     );
     const finish = (error?: Error): void => {
@@ -37,6 +43,12 @@ export function resyncClient(stream: Duplex, options: ResyncOptions = {}): Promi
       try {
         const step = machine.push(chunk);
         for (const bytes of step.send) stream.write(bytes);
+        if (step.send.length > 0 && !step.done) {
+          // ACK sent: a new SYN now would reach an agent that has moved on to SSH. Wait for READY, and
+          // start over only if it does not come (the ACK was lost on the line).
+          clearInterval(retry);
+          retry = setInterval(attempt, retryMs * 3);
+        }
         if (step.done) {
           stream.pause();
           if (step.rest.length > 0) stream.unshift(step.rest);
@@ -46,7 +58,8 @@ export function resyncClient(stream: Duplex, options: ResyncOptions = {}): Promi
         finish(error as Error);
       }
     };
-    const onClose = (): void => finish(new TetherError('TETHER_CHANNEL_CLOSED', 'the channel closed during the resync handshake'));
+    const onClose = (): void =>
+      finish(new TetherError('TETHER_CHANNEL_CLOSED', 'the channel closed during the resync handshake'));
     stream.on('data', onData);
     stream.on('error', finish);
     stream.on('close', onClose);

@@ -50,7 +50,10 @@ function readKey(file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (error) {
-    throw new TetherError('TETHER_USAGE', `cannot read ${what} ${file}: ${(error as NodeJS.ErrnoException).code}; is --state the agent's state directory?`);
+    throw new TetherError(
+      'TETHER_USAGE',
+      `cannot read ${what} ${file}: ${(error as NodeJS.ErrnoException).code}; is --state the agent's state directory?`,
+    );
   }
 }
 
@@ -133,12 +136,16 @@ async function exec(socketPath: string, stateDir: string, argv: string[]): Promi
   const running = handle;
   handle.stdout.pipe(process.stdout);
   handle.stderr.pipe(process.stderr);
-  const result = await withTerminal(tty && Boolean(values.interactive), (size) => running.resize(size), async () => {
-    if (values.interactive) {
-      process.stdin.pipe(running.stdin);
-    }
-    return running.exit;
-  });
+  const result = await withTerminal(
+    tty && Boolean(values.interactive),
+    (size) => running.resize(size),
+    async () => {
+      if (values.interactive) {
+        process.stdin.pipe(running.stdin);
+      }
+      return running.exit;
+    },
+  );
   process.stdin.unpipe();
   process.stdin.pause();
   client.close();
@@ -155,33 +162,46 @@ async function attach(socketPath: string, stateDir: string, argv: string[]): Pro
     },
     strict: true,
   });
-  const from: AttachFrom = values.from === 'start' || values.from === 'end' ? values.from : Number(values.from);
-  if (typeof from === 'number' && !(Number.isSafeInteger(from) && from >= 0)) throw usage('--from must be start, end or a byte offset');
+  const from: AttachFrom =
+    values.from === 'start' || values.from === 'end' ? values.from : Number(values.from);
+  if (typeof from === 'number' && !(Number.isSafeInteger(from) && from >= 0))
+    throw usage('--from must be start, end or a byte offset');
   const detachKeys = parseDetachKeys(values['detach-keys']);
   const stdin = !values['no-stdin'];
   const client = await connectAgent(socketPath, stateDir);
-  const handle = await client.attach({ from, stdin });
-  handle.on('frame', (frame) => (frame.stream === STREAM_STDERR ? process.stderr : process.stdout).write(frame.data));
-  handle.on('error', (error) => process.stderr.write(`tetherctl: ${error.message}\n`));
+  const handle = await client.attach(
+    { from, stdin },
+    {
+      onFrame: (frame) =>
+        (frame.stream === STREAM_STDERR ? process.stderr : process.stdout).write(frame.data),
+      onError: (error) => process.stderr.write(`tetherctl: ${error.message}\n`),
+    },
+  );
   let detached = false;
-  const result = await withTerminal(stdin && handle.result.tty, (size) => handle.resize(size), async () => {
-    if (stdin) {
-      const scanner = new DetachKeyScanner(detachKeys);
-      process.stdin.on('data', (chunk: Buffer) => {
-        const { forward, detach } = scanner.push(chunk);
-        if (forward.length > 0) handle.stdin.write(forward);
-        if (detach) {
-          detached = true;
-          handle.detach();
-        }
-      });
-    }
-    return handle.exit;
-  });
+  const result = await withTerminal(
+    stdin && handle.result.tty,
+    (size) => handle.resize(size),
+    async () => {
+      if (stdin) {
+        const scanner = new DetachKeyScanner(detachKeys);
+        process.stdin.on('data', (chunk: Buffer) => {
+          const { forward, detach } = scanner.push(chunk);
+          if (forward.length > 0) handle.stdin.write(forward);
+          if (detach) {
+            detached = true;
+            handle.detach();
+          }
+        });
+      }
+      return handle.exit;
+    },
+  );
   process.stdin.pause();
   client.close();
   if (detached) {
-    process.stderr.write(`\ntetherctl: detached at offset ${handle.offset}; reattach with --from ${handle.offset}\n`);
+    process.stderr.write(
+      `\ntetherctl: detached at offset ${handle.offset}; reattach with --from ${handle.offset}\n`,
+    );
     return 0;
   }
   if (!result) {
@@ -202,9 +222,15 @@ async function proxy(socketPath: string): Promise<number> {
 }
 
 async function status(socketPath: string, stateDir: string, argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { follow: { type: 'boolean', short: 'f' } }, strict: true });
+  const { values } = parseArgs({
+    args: argv,
+    options: { follow: { type: 'boolean', short: 'f' } },
+    strict: true,
+  });
   const client = await connectAgent(socketPath, stateDir);
-  await client.status(Boolean(values.follow), (record) => process.stdout.write(formatStatusRecord(record) + '\n'));
+  await client.status(Boolean(values.follow), (record) =>
+    process.stdout.write(formatStatusRecord(record) + '\n'),
+  );
   client.close();
   return 0;
 }

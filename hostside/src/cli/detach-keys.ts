@@ -11,7 +11,10 @@ export function parseDetachKeys(spec: string): Buffer {
     const ctrl = /^ctrl-([a-z@[\\\]^_])$/.exec(trimmed);
     if (ctrl) return ctrl[1]!.charCodeAt(0) & 0x1f;
     if (key.length === 1) return key.charCodeAt(0);
-    throw new TetherError('TETHER_USAGE', `detach keys: "${key}" is not a key; use letters or ctrl-<letter>, comma-separated (e.g. ctrl-p,ctrl-q)`);
+    throw new TetherError(
+      'TETHER_USAGE',
+      `detach keys: "${key}" is not a key; use letters or ctrl-<letter>, comma-separated (e.g. ctrl-p,ctrl-q)`,
+    );
   });
   if (bytes.length === 0) throw new TetherError('TETHER_USAGE', 'detach keys: empty sequence');
   return Buffer.from(bytes);

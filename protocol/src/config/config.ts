@@ -21,7 +21,8 @@ export const CONFIG_VERSION = 1;
 const absolutePath = string({ pattern: /^\/.*/, patternName: 'an absolute path' });
 const envEntry = string({ pattern: /^[^=\0]+=[^\0]*$/s, patternName: 'a KEY=VALUE string' });
 const hostname = string({
-  pattern: /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/,
+  pattern:
+    /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/,
   patternName: 'a hostname (letters, digits and hyphens, dot-separated)',
 });
 const ipv4 = /(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}/;
@@ -31,8 +32,14 @@ const cidr = string({
   patternName: 'an IPv4 address with prefix length, e.g. 10.0.2.15/24',
 });
 const signalName = string({ pattern: /^SIG[A-Z0-9]+$/, patternName: 'a signal name such as SIGTERM' });
-const identifier = string({ pattern: /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/, patternName: 'an identifier ([a-zA-Z0-9_.-])' });
-const serial = string({ pattern: /^[a-zA-Z0-9_.-]{1,20}$/, patternName: 'a virtio disk serial (up to 20 of [a-zA-Z0-9_.-])' });
+const identifier = string({
+  pattern: /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/,
+  patternName: 'an identifier ([a-zA-Z0-9_.-])',
+});
+const serial = string({
+  pattern: /^[a-zA-Z0-9_.-]{1,20}$/,
+  patternName: 'a virtio disk serial (up to 20 of [a-zA-Z0-9_.-])',
+});
 
 const processSchema = object({
   argv: required(arrayOf(string(), { nonEmpty: true })),
@@ -60,7 +67,9 @@ const volumeSchema = object({
 
 const interfaceSchema = object({
   name: optional(string({ pattern: /^[a-z0-9]{1,15}$/, patternName: 'an interface name' })),
-  mac: optional(string({ pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, patternName: 'a lower-case MAC address' })),
+  mac: optional(
+    string({ pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, patternName: 'a lower-case MAC address' }),
+  ),
   address: required(cidr),
   gateway: optional(ipAddress),
 });
@@ -86,8 +95,12 @@ export const configSchema = object({
   ),
   channel: optional(
     object({
-      hostKey: optional(string({ pattern: /-----BEGIN [A-Z ]*PRIVATE KEY-----/, patternName: 'a PEM private key' })),
-      authorizedKeys: optional(arrayOf(string({ pattern: /^(ssh-|ecdsa-)\S+ \S+/, patternName: 'an OpenSSH public key line' }))),
+      hostKey: optional(
+        string({ pattern: /-----BEGIN [A-Z ]*PRIVATE KEY-----/, patternName: 'a PEM private key' }),
+      ),
+      authorizedKeys: optional(
+        arrayOf(string({ pattern: /^(ssh-|ecdsa-)\S+ \S+/, patternName: 'an OpenSSH public key line' })),
+      ),
     }),
   ),
   modules: optional(arrayOf(identifier)),
@@ -125,9 +138,7 @@ export function decodeConfig(bytes: Uint8Array, source = 'config'): AgentConfig 
   try {
     parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (error) {
-    throw new ConfigError(source, [
-      { path: '(root)', expected: 'JSON text', got: (error as Error).message },
-    ]);
+    throw new ConfigError(source, [{ path: '(root)', expected: 'JSON text', got: (error as Error).message }]);
   }
   return validateConfig(parsed, source);
 }

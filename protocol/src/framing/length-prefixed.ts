@@ -8,7 +8,10 @@ export const MAX_FRAME_BYTES = 1 << 20;
 
 export function encodeLengthPrefixed(body: Uint8Array): Buffer {
   if (body.length > MAX_FRAME_BYTES) {
-    throw new TetherError('TETHER_FRAME_TOO_LARGE', `frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+    throw new TetherError(
+      'TETHER_FRAME_TOO_LARGE',
+      `frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`,
+    );
   }
   const out = Buffer.allocUnsafe(4 + body.length);
   out.writeUInt32BE(body.length, 0);
@@ -32,7 +35,10 @@ export class LengthPrefixedDecoder {
     while (this.#pending.length - at >= 4) {
       const length = this.#pending.readUInt32BE(at);
       if (length > this.#maxBytes) {
-        throw new TetherError('TETHER_FRAME_TOO_LARGE', `frame announces ${length} bytes, limit is ${this.#maxBytes}`);
+        throw new TetherError(
+          'TETHER_FRAME_TOO_LARGE',
+          `frame announces ${length} bytes, limit is ${this.#maxBytes}`,
+        );
       }
       if (this.#pending.length - at - 4 < length) break;
       bodies.push(this.#pending.subarray(at + 4, at + 4 + length));
@@ -50,7 +56,10 @@ export class LengthPrefixedDecoder {
   /** Call at end of stream: a partial frame left over means the peer was cut off mid-frame. */
   end(): void {
     if (this.#pending.length > 0) {
-      throw new TetherError('TETHER_FRAME_TRUNCATED', `stream ended inside a frame (${this.#pending.length} bytes left)`);
+      throw new TetherError(
+        'TETHER_FRAME_TRUNCATED',
+        `stream ended inside a frame (${this.#pending.length} bytes left)`,
+      );
     }
   }
 }
@@ -73,7 +82,10 @@ export class FirstFrameReader {
     if (this.#pending.length < 4) return undefined;
     const length = this.#pending.readUInt32BE(0);
     if (length > this.#maxBytes) {
-      throw new TetherError('TETHER_FRAME_TOO_LARGE', `frame announces ${length} bytes, limit is ${this.#maxBytes}`);
+      throw new TetherError(
+        'TETHER_FRAME_TOO_LARGE',
+        `frame announces ${length} bytes, limit is ${this.#maxBytes}`,
+      );
     }
     if (this.#pending.length < 4 + length) return undefined;
     return { body: this.#pending.subarray(4, 4 + length), rest: this.#pending.subarray(4 + length) };

@@ -28,13 +28,17 @@ export interface LogFrame {
 
 export function encodeLogFrameHeader(stream: StreamId, timestampMs: number, payloadBytes: number): Buffer {
   if (payloadBytes > MAX_LOG_PAYLOAD) {
-    throw new TetherError('TETHER_FRAME_TOO_LARGE', `log payload of ${payloadBytes} bytes exceeds ${MAX_LOG_PAYLOAD}`);
+    throw new TetherError(
+      'TETHER_FRAME_TOO_LARGE',
+      `log payload of ${payloadBytes} bytes exceeds ${MAX_LOG_PAYLOAD}`,
+    );
   }
   // Refuse what LogFrameDecoder refuses: one such frame would make the rest of a log file unreadable.
   if (stream !== STREAM_STDOUT && stream !== STREAM_STDERR) {
     throw new TetherError('TETHER_FRAME_INVALID', `log frame: unknown stream ${String(stream)}`);
   }
-  if (!Number.isFinite(timestampMs)) throw new TetherError('TETHER_FRAME_INVALID', 'log frame: timestamp is not finite');
+  if (!Number.isFinite(timestampMs))
+    throw new TetherError('TETHER_FRAME_INVALID', 'log frame: timestamp is not finite');
   const header = Buffer.allocUnsafe(LOG_HEADER_BYTES);
   header.writeUInt8(LOG_FRAME_MAGIC, 0);
   header.writeUInt8(stream, 1);
@@ -44,7 +48,10 @@ export function encodeLogFrameHeader(stream: StreamId, timestampMs: number, payl
 }
 
 export function encodeLogFrame(frame: LogFrame): Buffer {
-  return Buffer.concat([encodeLogFrameHeader(frame.stream, frame.timestampMs, frame.data.length), frame.data]);
+  return Buffer.concat([
+    encodeLogFrameHeader(frame.stream, frame.timestampMs, frame.data.length),
+    frame.data,
+  ]);
 }
 
 /** Incremental decoder: push() any chunk, get every whole frame. Payloads are copies, safe to keep. */
@@ -58,7 +65,10 @@ export class LogFrameDecoder {
     while (this.#pending.length - at >= LOG_HEADER_BYTES) {
       const magic = this.#pending.readUInt8(at);
       if (magic !== LOG_FRAME_MAGIC) {
-        throw new TetherError('TETHER_FRAME_INVALID', `log frame: bad magic 0x${magic.toString(16)} at byte ${at}`);
+        throw new TetherError(
+          'TETHER_FRAME_INVALID',
+          `log frame: bad magic 0x${magic.toString(16)} at byte ${at}`,
+        );
       }
       const stream = this.#pending.readUInt8(at + 1);
       if (stream !== STREAM_STDOUT && stream !== STREAM_STDERR) {
@@ -66,10 +76,14 @@ export class LogFrameDecoder {
       }
       const length = this.#pending.readUInt32BE(at + 2);
       if (length > MAX_LOG_PAYLOAD) {
-        throw new TetherError('TETHER_FRAME_TOO_LARGE', `log frame announces ${length} bytes, limit is ${MAX_LOG_PAYLOAD}`);
+        throw new TetherError(
+          'TETHER_FRAME_TOO_LARGE',
+          `log frame announces ${length} bytes, limit is ${MAX_LOG_PAYLOAD}`,
+        );
       }
       const timestampMs = this.#pending.readDoubleBE(at + 6);
-      if (!Number.isFinite(timestampMs)) throw new TetherError('TETHER_FRAME_INVALID', 'log frame: timestamp is not finite');
+      if (!Number.isFinite(timestampMs))
+        throw new TetherError('TETHER_FRAME_INVALID', 'log frame: timestamp is not finite');
       if (this.#pending.length - at - LOG_HEADER_BYTES < length) break;
       const start = at + LOG_HEADER_BYTES;
       frames.push({ stream, timestampMs, data: Buffer.from(this.#pending.subarray(start, start + length)) });
@@ -85,7 +99,10 @@ export class LogFrameDecoder {
 
   end(): void {
     if (this.#pending.length > 0) {
-      throw new TetherError('TETHER_FRAME_TRUNCATED', `log stream ended inside a frame (${this.#pending.length} bytes left)`);
+      throw new TetherError(
+        'TETHER_FRAME_TRUNCATED',
+        `log stream ended inside a frame (${this.#pending.length} bytes left)`,
+      );
     }
   }
 }

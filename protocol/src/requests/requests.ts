@@ -42,9 +42,15 @@ type Reader = {
 };
 
 function reader(subsystem: string, value: unknown): Reader {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad(subsystem, 'payload is not a map');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw bad(subsystem, 'payload is not a map');
   const record = value as Record<string, unknown>;
-  const get = <T>(key: string, optional: boolean | undefined, ok: (v: unknown) => boolean, what: string): T | undefined => {
+  const get = <T>(
+    key: string,
+    optional: boolean | undefined,
+    ok: (v: unknown) => boolean,
+    what: string,
+  ): T | undefined => {
     const field = record[key];
     if (field === undefined || field === null) {
       if (optional) return undefined;
@@ -60,7 +66,12 @@ function reader(subsystem: string, value: unknown): Reader {
       get<number>(key, optional, (v) => typeof v === 'number' && Number.isSafeInteger(v), 'an integer'),
     boolean: (key, optional) => get<boolean>(key, optional, (v) => typeof v === 'boolean', 'true or false'),
     strings: (key, optional) =>
-      get<string[]>(key, optional, (v) => Array.isArray(v) && v.every((s) => typeof s === 'string'), 'a list of strings'),
+      get<string[]>(
+        key,
+        optional,
+        (v) => Array.isArray(v) && v.every((s) => typeof s === 'string'),
+        'a list of strings',
+      ),
   };
 }
 
@@ -147,14 +158,23 @@ export const attachRequest = defineRequest<AttachParams, AttachResult>(
   (value) => {
     const r = reader('attach@tether', value);
     const from = r.value['from'];
-    if (from !== 'start' && from !== 'end' && !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 0)) {
+    if (
+      from !== 'start' &&
+      from !== 'end' &&
+      !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 0)
+    ) {
       throw bad('attach@tether', 'from must be "start", "end" or a byte offset');
     }
     return { from, stdin: r.boolean('stdin')! };
   },
   (value) => {
     const r = reader('attach@tether', value);
-    return { offset: r.number('offset')!, oldest: r.number('oldest')!, tty: r.boolean('tty')!, running: r.boolean('running')! };
+    return {
+      offset: r.number('offset')!,
+      oldest: r.number('oldest')!,
+      tty: r.boolean('tty')!,
+      running: r.boolean('running')!,
+    };
   },
 );
 
@@ -192,7 +212,9 @@ export function decodeReply<R>(type: RequestType<unknown, R>, body: Buffer): Rep
   const code = error.string('code')!;
   return {
     error: {
-      code: (ERROR_CODES as readonly string[]).includes(code) ? (code as ErrorCode) : 'TETHER_REQUEST_INVALID',
+      code: (ERROR_CODES as readonly string[]).includes(code)
+        ? (code as ErrorCode)
+        : 'TETHER_REQUEST_INVALID',
       message: error.string('message')!,
     },
   };

@@ -50,7 +50,8 @@ function message(kind: MessageKind, ...words: number[]): Buffer {
 }
 
 export const encodeSyn = (nonce: number): Buffer => message('SYN', nonce);
-export const encodeSynAck = (nonce: number, token: number): Buffer => message('SYNACK', add32(nonce, 1), token);
+export const encodeSynAck = (nonce: number, token: number): Buffer =>
+  message('SYNACK', add32(nonce, 1), token);
 export const encodeAck = (token: number): Buffer => message('ACK', add32(token, 1));
 export const encodeReady = (token: number): Buffer => message('READY', add32(token, 2));
 

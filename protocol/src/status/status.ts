@@ -44,9 +44,12 @@ function invalid(why: string): TetherError {
 export function checkStatusRecord(value: unknown): StatusRecord {
   if (typeof value !== 'object' || value === null) throw invalid('not a map');
   const record = value as Record<string, unknown>;
-  if (!(BOOT_STAGES as readonly unknown[]).includes(record['stage'])) throw invalid(`unknown stage ${String(record['stage'])}`);
-  if (!OUTCOMES.includes(record['outcome'] as string)) throw invalid(`unknown outcome ${String(record['outcome'])}`);
-  if (typeof record['atMs'] !== 'number' || !Number.isFinite(record['atMs'])) throw invalid('atMs is not a number');
+  if (!(BOOT_STAGES as readonly unknown[]).includes(record['stage']))
+    throw invalid(`unknown stage ${String(record['stage'])}`);
+  if (!OUTCOMES.includes(record['outcome'] as string))
+    throw invalid(`unknown outcome ${String(record['outcome'])}`);
+  if (typeof record['atMs'] !== 'number' || !Number.isFinite(record['atMs']))
+    throw invalid('atMs is not a number');
   const out: StatusRecord = {
     stage: record['stage'] as BootStage,
     outcome: record['outcome'] as StageOutcome,
