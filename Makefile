@@ -57,6 +57,8 @@ test: lint test-unit test-integration ## everything CI runs
 bench: build ## benchmarks, each printing ratios against an in-run baseline
 	for b in $$(find bench -name '*.bench.ts' | sort); do env -u NODE_EXTRA_CA_CERTS node --import tsx $$b || exit 1; done
 
+# The boot image carries the real agent (init-image/image.mk defaults to a static stand-in).
+IMAGE_AGENT := build/image/tether
 include init-image/agent.mk
 include init-image/image.mk
 

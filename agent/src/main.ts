@@ -5,8 +5,10 @@
  */
 import { describeError, isTetherError } from '../../protocol/src/errors/errors.ts';
 import { DEV_USAGE, runDev } from './dev.ts';
+import { runInit } from './init/init.ts';
 
 async function main(argv: string[]): Promise<void> {
+  if (process.pid === 1) return runInit();
   if (argv.includes('--dev')) return runDev(argv);
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(DEV_USAGE + '\n');
@@ -19,6 +21,11 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
+  if (process.pid === 1) {
+    process.stderr.write(`tether: ${describeError(error)} (PID 1: staying up)\n`);
+    setInterval(() => {}, 1 << 30); // never let the loop empty: PID 1 exiting panics the kernel
+    return;
+  }
   process.stderr.write(`tether: ${describeError(error)}\n`);
   process.exitCode = isTetherError(error, 'TETHER_USAGE') ? 2 : 1;
 });

@@ -65,6 +65,12 @@ export function mergeEnv(...lists: string[][]): string[] {
 
 type SessionEvents = { stdout: [Buffer]; stderr: [Buffer]; exit: [ExitStatus] };
 
+/**
+ * Pids that node itself spawned and reaps (child_process, node-pty). PID 1's reaper must leave their zombies
+ * alone, or their 'exit' events never fire (see agent/src/init/reaper.ts).
+ */
+export const nodeOwnedPids = new Set<number>();
+
 export class Session extends EventEmitter<SessionEvents> {
   readonly pid: number;
   readonly tty: boolean;
@@ -88,6 +94,7 @@ export class Session extends EventEmitter<SessionEvents> {
         encoding: null,
       });
       this.pid = this.#terminal.pid;
+      nodeOwnedPids.add(this.pid);
       this.#watchTerminal(this.#terminal);
       if (!spec.stdin) this.#terminal.write(END_OF_TRANSMISSION);
     } else {
@@ -102,6 +109,7 @@ export class Session extends EventEmitter<SessionEvents> {
         throw new TetherError('TETHER_SPAWN_FAILED', `could not start the exec helper ${context.helperPath}`);
       }
       this.pid = child.pid;
+      nodeOwnedPids.add(this.pid);
       this.#child = child;
       this.#watchChild(child);
     }
@@ -168,6 +176,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #finish(status: ExitStatus): void {
     if (this.#exit) return;
     this.#exit = status;
+    nodeOwnedPids.delete(this.pid);
     this.emit('exit', status);
   }
 

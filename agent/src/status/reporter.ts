@@ -28,10 +28,20 @@ export class StatusReporter extends EventEmitter<{ record: [StatusRecord] }> {
     outcome: StageOutcome,
     extra: Omit<StatusRecord, 'stage' | 'outcome' | 'atMs'> = {},
   ): StatusRecord {
+    return this.reportAt(this.#clockMs(), stage, outcome, extra);
+  }
+
+  /** A stage that ended before the agent could report it (the kernel, stage0), at the time it ended. */
+  reportAt(
+    atMs: number,
+    stage: BootStage,
+    outcome: StageOutcome,
+    extra: Omit<StatusRecord, 'stage' | 'outcome' | 'atMs'> = {},
+  ): StatusRecord {
     const record: StatusRecord = {
       stage,
       outcome,
-      atMs: Math.round(this.#clockMs() * 1000) / 1000,
+      atMs: Math.round(atMs * 1000) / 1000,
       ...extra,
     };
     this.#records.push(record);

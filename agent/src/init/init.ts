@@ -1,0 +1,325 @@
+/**
+ * The agent as PID 1: boots the VM stage by stage (each a status record on the console and, later, on the
+ * channel), switches into the container's root filesystem, serves the channel on the virtio-serial port,
+ * runs the main process, and powers the VM off when it ends for good.
+ *
+ * PID 1 must never exit (the kernel panics): every stage catches its failure, reports it and carries on
+ * with what still makes sense; stray exceptions are reported and survived; a timer keeps the loop alive.
+ */
+import { openSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentConfig } from '../../../protocol/src/config/config.ts';
+import { describeError } from '../../../protocol/src/errors/errors.ts';
+import {
+  encodeStatusConsoleLine,
+  formatStatusRecord,
+  type StatusRecord,
+} from '../../../protocol/src/status/status.ts';
+import { ChannelServer } from '../channel/server.ts';
+import { mainSessionSpec, stopPolicy } from '../config/process-spec.ts';
+import { ExecFactory } from '../process/exec-factory.ts';
+import { MainProcess } from '../process/main-process.ts';
+import { OutputLog } from '../process/output-log.ts';
+import { nodeOwnedPids } from '../process/session.ts';
+import { StatusReporter } from '../status/reporter.ts';
+import { realSys, SYS, type Sys } from '../sys/sys.ts';
+import { findConfig } from './config-source.ts';
+import { loadModules } from './modules.ts';
+import { EARLY_MOUNTS, mountAll } from './mounts.ts';
+import { configureNetwork } from './network.ts';
+import { watchPowerButton } from './power-button.ts';
+import { LogPortWriter } from './ports/log-port.ts';
+import { SerialPort } from './ports/serial-port.ts';
+import { CHANNEL_PORT, LOG_PORT, waitForPorts } from './ports/virtio-ports.ts';
+import { Reaper } from './reaper.ts';
+import { mountStorage, switchRoot, writeContainerFiles } from './rootfs.ts';
+
+/** The drivers the agent itself needs; stage0 already loaded virtio, the transport and virtio_blk. */
+const AGENT_MODULES = ['virtio_console', 'qemu_fw_cfg', 'virtio_net', 'button', 'evdev'];
+/** Output kept for attach clients beyond what the log port took: the VM has 256 MiB for everything. */
+const OUTPUT_LOG_BYTES = 8 * 1024 * 1024;
+const PORT_WAIT_MS = 3000;
+const LOG_FLUSH_MS = 10_000;
+/** Time for a final exit-status to cross the channel to attached clients before the power goes. */
+const CHANNEL_LINGER_MS = 500;
+
+function writeConsole(text: string): void {
+  try {
+    writeSync(1, text);
+  } catch {
+    // No console: the status records still reach the channel.
+  }
+}
+
+/** Docker's default hostname is the container id's first 12 characters; keep it a valid hostname. */
+export function hostnameFor(config: AgentConfig): string {
+  if (config.hostname) return config.hostname;
+  const cleaned = config.id
+    .slice(0, 12)
+    .replace(/[^a-zA-Z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '');
+  return cleaned || 'tether';
+}
+
+export class Init {
+  readonly #sys: Sys;
+  readonly #status: StatusReporter;
+  #config: AgentConfig | undefined;
+  #main: MainProcess | undefined;
+  #logWriter: LogPortWriter | undefined;
+  #shuttingDown = false;
+  #helperPath = join(dirname(process.execPath), 'tether-exec');
+
+  constructor(sys: Sys) {
+    this.#sys = sys;
+    this.#status = new StatusReporter(
+      () => sys.bootTimeMs(),
+      [
+        (record: StatusRecord) =>
+          writeConsole(`tether: ${formatStatusRecord(record)}\n${encodeStatusConsoleLine(record)}`),
+      ],
+    );
+  }
+
+  log(message: string): void {
+    writeConsole(`tether: ${message}\n`);
+  }
+
+  async boot(): Promise<void> {
+    this.#guard();
+    const stage0Start = Number(process.env['TETHER_STAGE0_START_MS']);
+    const stage0Exec = Number(process.env['TETHER_STAGE0_EXEC_MS']);
+    if (Number.isFinite(stage0Start))
+      this.#status.reportAt(stage0Start, 'kernel', 'ok', { detail: 'kernel up, stage0 started' });
+
+    const mounts = mountAll(this.#sys, EARLY_MOUNTS);
+    new Reaper(this.#sys, nodeOwnedPids).start();
+    const runtimeStart = Number.isFinite(stage0Exec)
+      ? `, stage0 done at ${(stage0Exec / 1000).toFixed(3)} s`
+      : '';
+    this.#status.report('agent', mounts.failed.length ? 'failed' : 'ok', {
+      pid: process.pid,
+      detail: mounts.failed.length
+        ? `mounts failed: ${mounts.failed.join('; ')}`
+        : `mounted ${mounts.mounted.join(' ')}${runtimeStart}`,
+    });
+
+    this.#loadModules(AGENT_MODULES);
+    if (!this.#readConfig()) return; // reported; stay up so the host can read why
+    const config = this.#config!;
+    if (config.modules?.length) this.#loadModules(config.modules);
+
+    await this.#network(config);
+    const rooted = await this.#storage(config);
+    const exec = new ExecFactory(
+      {
+        env: config.process?.env ?? [],
+        rootDir: '/',
+        ...(config.process?.user ? { user: config.process.user } : {}),
+        ...(config.process?.cwd ? { cwd: config.process.cwd } : {}),
+      },
+      { helperPath: this.#helperPath },
+    );
+    const log = new OutputLog(OUTPUT_LOG_BYTES);
+    if (config.process && rooted) this.#createMain(config, exec, log);
+    else if (config.process)
+      this.#status.report('process-started', 'failed', { detail: 'no root filesystem to run it in' });
+
+    await this.#channel(config, exec, log);
+    this.#watchShutdownRequests();
+    this.#main?.start();
+  }
+
+  /** PID 1 survives everything: report stray errors, refuse to exit. */
+  #guard(): void {
+    process.on('uncaughtException', (error) => this.log(`uncaught: ${describeError(error)}`));
+    process.on('unhandledRejection', (error) => this.log(`unhandled rejection: ${describeError(error)}`));
+    process.exit = ((code?: number) => {
+      this.log(`refusing to exit (code ${code ?? 0}): PID 1 must not exit`);
+    }) as typeof process.exit;
+  }
+
+  #loadModules(names: readonly string[]): void {
+    const report = loadModules(this.#sys, names);
+    const loaded = report.loaded.length ? `loaded ${report.loaded.join(' ')}` : 'nothing new to load';
+    if (report.failed.length === 0) this.#status.report('modules', 'ok', { detail: loaded });
+    else
+      this.#status.report('modules', 'failed', {
+        detail: `${loaded}; failed: ${report.failed.map((f) => `${f.name}: ${f.error}`).join('; ')}`,
+      });
+  }
+
+  #readConfig(): boolean {
+    try {
+      const found = findConfig(this.#sys);
+      this.#config = found.config;
+      this.#status.report('config', 'ok', { detail: `${found.source}, container ${found.config.id}` });
+      return true;
+    } catch (error) {
+      this.#status.report('config', 'failed', { detail: describeError(error) });
+      this.log('no valid config: the agent stays up but runs nothing; fix the config and restart the VM');
+      return false;
+    }
+  }
+
+  async #network(config: AgentConfig): Promise<void> {
+    const hostname = hostnameFor(config);
+    try {
+      this.#sys.sethostname(hostname);
+      const done = await configureNetwork(this.#sys, config.network);
+      this.#status.report('network', 'ok', { detail: `hostname ${hostname}; ${done.join(', ')}` });
+    } catch (error) {
+      this.#status.report('network', 'failed', { detail: describeError(error) });
+    }
+  }
+
+  async #storage(config: AgentConfig): Promise<boolean> {
+    if (!config.storage) {
+      this.#status.report('storage', 'skipped', {
+        detail: 'no storage in the config: running in the runtime root',
+      });
+      return true;
+    }
+    try {
+      const done = await mountStorage(this.#sys, config.storage);
+      writeContainerFiles('/mnt/root', hostnameFor(config), config.network);
+      // The helper stays reachable through PID 1's fd after the runtime disk is out of sight.
+      const helperFd = openSync(this.#helperPath, 'r');
+      switchRoot(this.#sys);
+      this.#helperPath = `/proc/1/fd/${helperFd}`;
+      this.#status.report('storage', 'ok', { detail: done.join(', ') });
+      return true;
+    } catch (error) {
+      this.#status.report('storage', 'failed', { detail: describeError(error) });
+      return false;
+    }
+  }
+
+  #createMain(config: AgentConfig, exec: ExecFactory, log: OutputLog): void {
+    const processConfig = config.process!;
+    try {
+      this.#main = new MainProcess({
+        spec: mainSessionSpec(processConfig, exec),
+        context: { helperPath: this.#helperPath },
+        log,
+        status: this.#status,
+        ...stopPolicy(processConfig),
+      });
+    } catch (error) {
+      this.#status.report('process-started', 'failed', { detail: describeError(error) });
+      return;
+    }
+    this.#main.on('final', () => {
+      if (config.powerOffOnExit !== false) void this.shutdown('the main process ended');
+    });
+  }
+
+  async #channel(config: AgentConfig, exec: ExecFactory, log: OutputLog): Promise<void> {
+    const ports = await waitForPorts([CHANNEL_PORT, LOG_PORT], PORT_WAIT_MS);
+    const logPath = ports.get(LOG_PORT);
+    if (logPath) {
+      try {
+        this.#logWriter = new LogPortWriter(
+          log,
+          new SerialPort(logPath, this.#sys, (m) => this.log(m)),
+          (m) => this.log(m),
+        );
+        this.#logWriter.start();
+      } catch (error) {
+        this.log(`log port ${logPath}: ${describeError(error)}`);
+      }
+    }
+    const channelPath = ports.get(CHANNEL_PORT);
+    const logNote = logPath ? `; log port ${logPath}` : '; no log port (output only via attach)';
+    if (!channelPath) {
+      this.#status.report('channel', 'failed', {
+        detail: `no virtio-serial port named ${CHANNEL_PORT} (ports: ${[...ports.keys()].join(', ') || 'none'})${logNote}`,
+      });
+      return;
+    }
+    const keys = config.channel;
+    if (!keys?.hostKey || !keys.authorizedKeys?.length) {
+      this.#status.report('channel', 'failed', {
+        detail: 'the config has no channel.hostKey or no channel.authorizedKeys: nobody could connect',
+      });
+      return;
+    }
+    try {
+      const server = new ChannelServer(
+        { hostKey: keys.hostKey, authorizedKeys: keys.authorizedKeys },
+        { main: this.#main, log, status: this.#status, exec, logger: (m) => this.log(m) },
+      );
+      const port = new SerialPort(channelPath, this.#sys, (m) => this.log(m));
+      let connections = 0;
+      void port.serve((stream) => void server.serve(stream, `connection ${++connections}`));
+      this.#status.report('channel', 'ok', { detail: `${channelPath} (${CHANNEL_PORT})${logNote}` });
+    } catch (error) {
+      this.#status.report('channel', 'failed', { detail: describeError(error) });
+    }
+  }
+
+  #watchShutdownRequests(): void {
+    const request = (why: string) => () => void this.shutdown(why);
+    process.on('SIGTERM', request('SIGTERM'));
+    process.on('SIGINT', request('SIGINT (ctrl-alt-del)'));
+    try {
+      const device = watchPowerButton(this.#sys, request('power button'));
+      if (!device) this.log('no power button device: QMP system_powerdown will not be seen');
+    } catch (error) {
+      this.log(`power button: ${describeError(error)}`);
+    }
+  }
+
+  /** Graceful stop of the container, every output byte to the log port, then power off. */
+  async shutdown(why: string): Promise<void> {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    this.log(`shutting down: ${why}`);
+    try {
+      const exit = await this.#main?.stop();
+      const flushed = (await this.#logWriter?.flushed(LOG_FLUSH_MS)) ?? true;
+      this.#status.report('shutdown', flushed ? 'ok' : 'failed', {
+        detail: `${why}${flushed ? '' : `; the log port did not take all output within ${LOG_FLUSH_MS} ms`}`,
+        ...(exit ? { exitCode: exit.exitCode, ...(exit.signal ? { signal: exit.signal } : {}) } : {}),
+      });
+      await sleep(CHANNEL_LINGER_MS);
+      await this.#terminateEverything();
+      this.#sys.sync();
+      try {
+        this.#sys.mount(null, '/', null, SYS.MS_REMOUNT | SYS.MS_RDONLY);
+      } catch {
+        // Busy or already read-only: the sync above is what matters.
+      }
+    } catch (error) {
+      this.log(`shutdown: ${describeError(error)}`);
+    }
+    try {
+      this.#sys.reboot(SYS.RB_POWER_OFF);
+    } catch (error) {
+      this.log(`power off failed: ${describeError(error)}`);
+    }
+  }
+
+  /** What is left (exec sessions, daemons the container started) gets SIGTERM, a moment, then SIGKILL. */
+  async #terminateEverything(): Promise<void> {
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      try {
+        process.kill(-1, signal);
+      } catch {
+        return; // ESRCH: nothing left.
+      }
+      if (signal === 'SIGTERM') await sleep(1000);
+    }
+  }
+}
+
+export async function runInit(): Promise<void> {
+  const sys = realSys();
+  const init = new Init(sys);
+  try {
+    await init.boot();
+  } catch (error) {
+    init.log(`boot: ${describeError(error)}; staying up`);
+  }
+}
