@@ -11,6 +11,11 @@ ESBUILD := node_modules/.bin/esbuild
 ESBUILD_FLAGS := --bundle --platform=node --target=node20 --format=cjs --log-level=warning \
 	--external:node-pty --external:ssh2 --external:cpu-features
 
+# Debian packages (QEMU, mkfs, fakeroot, a C compiler...): installed when missing (as root), else explained.
+.PHONY: deps
+deps:
+	@bash .ci/install-deps
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm_config_nodedir=$(NPM_NODEDIR) npm ci --no-audit --no-fund
 	@touch $@
@@ -50,8 +55,20 @@ test-unit: node_modules/.package-lock.json build/native/sys.node ## unit tests (
 test-integration: build ## the agent in --dev mode and the host side over unix sockets
 	$(NODE_TEST) --test-concurrency=1 $$(find test/integration -name '*.test.ts' | sort)
 
+.PHONY: test-e2e
+test-e2e: build image ## the real boot image under QEMU (TCG): the agent as PID 1, tetherctl vm run
+	$(NODE_TEST) --test-concurrency=1 $$(find test/e2e -name '*.test.ts' | sort)
+
 .PHONY: test
-test: lint test-unit test-integration ## everything CI runs
+test: deps ## everything CI runs: lint, unit, integration, e2e
+	$(MAKE) lint
+	$(MAKE) test-unit
+	$(MAKE) test-integration
+	$(MAKE) test-e2e
+
+.PHONY: demo
+demo: deps build image ## the main job: boot a container VM from the bundled busybox image and run uname -a in it
+	bin/tetherctl vm run --timeline --rootfs $(IMAGE_DIR)/busybox.tar -- uname -a
 
 .PHONY: bench
 bench: build ## benchmarks, each printing ratios against an in-run baseline
