@@ -1,16 +1,21 @@
 /** tetherctl: the host-side command line for what the docker CLI cannot show. */
 import { describeError, isTetherError } from '../../../protocol/src/errors/errors.ts';
 import { AGENT_USAGE, runAgentCommand } from './agent-command.ts';
+import { runVmCommand, VM_USAGE } from './vm-command.ts';
 
 const USAGE = `usage: tetherctl <group> ...
 
-${AGENT_USAGE}`;
+${AGENT_USAGE}
+
+${VM_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [group, ...rest] = argv;
   switch (group) {
     case 'agent':
       return runAgentCommand(rest);
+    case 'vm':
+      return runVmCommand(rest);
     case undefined:
     case '-h':
     case '--help':

@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'TETHER_DISK_NOT_FOUND',
   'TETHER_VM_FAILED',
   'TETHER_IMAGE_MISSING',
+  'TETHER_BOOT_FAILED',
+  'TETHER_ROOTFS_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

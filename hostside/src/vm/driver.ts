@@ -1,0 +1,92 @@
+/**
+ * The VM driver: the boundary between tetherd/tetherctl and a hypervisor. QEMU is the first implementation
+ * (hostside/src/vm/qemu/); a vSphere driver would implement the same interface with serial ports that dial
+ * back to the host. What the guest sees is the same whichever driver starts it: virtio disks found by
+ * serial, two named virtio-serial ports (org.tether.channel, org.tether.log), a console, and the config in
+ * fw_cfg (or an equivalent path the agent already reads), so nothing in the agent knows the hypervisor.
+ */
+import type { Duplex } from 'node:stream';
+import type { AgentConfig } from '../../../protocol/src/config/config.ts';
+
+/** The disk serials and port names the agent looks for; the config names the root disk by ROOT_DISK_SERIAL. */
+export const RUNTIME_DISK_SERIAL = 'tether-runtime';
+export const ROOT_DISK_SERIAL = 'tether-root';
+export const CHANNEL_PORT_NAME = 'org.tether.channel';
+export const LOG_PORT_NAME = 'org.tether.log';
+
+export interface VmSpec {
+  /** The container's id, for messages and the hypervisor's VM name. */
+  id: string;
+  /** Per-VM directory the driver owns: disks, sockets, logs. Must exist; the caller removes it. */
+  stateDir: string;
+  /** Boot image, shared read-only by every VM. */
+  kernel: string;
+  initramfs: string;
+  runtimeDisk: string;
+  /**
+   * The container's root filesystem image (raw ext4), never written: the driver gives the VM a private
+   * writable copy-on-write layer over it (serial ROOT_DISK_SERIAL).
+   */
+  rootDisk: string;
+  /** The agent config (JSON bytes, see docs/config.md). */
+  config: Uint8Array;
+  /** Guest memory in MiB; the driver's default when absent. */
+  memoryMiB?: number;
+  cpus?: number;
+}
+
+export interface VmInfo {
+  id: string;
+  /** The hypervisor process on this host, when there is one (QEMU); undefined for a remote hypervisor. */
+  pid: number | undefined;
+  running: boolean;
+  /** The hypervisor's own word for the VM's state (QEMU: query-status, e.g. "running", "shutdown"). */
+  state?: string;
+}
+
+export interface VmExit {
+  /**
+   * Why the VM ended, as far as the driver saw it: "guest-shutdown" (the agent powered off),
+   * "guest-reset" (reboot; the VM is not restarted), "guest-panic", "host-qmp-quit" (stop/kill),
+   * "killed" (the hypervisor process was killed), or "unknown" (the driver saw only that it is gone).
+   */
+  reason: string;
+  /** The hypervisor process's exit status, when this process started it and saw it end. */
+  exitCode?: number;
+  signal?: string;
+}
+
+export interface Vm {
+  readonly id: string;
+  readonly stateDir: string;
+  /** A file with the guest console (kernel messages, stage0, the agent's @tether-status lines). */
+  readonly consoleLogPath: string;
+  /** A file the hypervisor fills with what the agent writes to the log port (log frames). */
+  readonly logPortPath: string;
+
+  inspect(): Promise<VmInfo>;
+  /**
+   * A fresh byte stream to the agent's channel port. The port carries one host connection at a time:
+   * destroy the previous stream before opening another. Bytes sent before the agent opens its end wait
+   * in the hypervisor (the resync handshake skips stale ones).
+   */
+  openChannel(): Promise<Duplex>;
+  /** Asks the guest to power down (ACPI power button), and kills the VM if it is still up after graceMs. */
+  stop(graceMs?: number): Promise<VmExit>;
+  /** Powers the VM off at once. */
+  kill(): Promise<VmExit>;
+  /** Resolves when the VM has ended, however that happened. */
+  wait(): Promise<VmExit>;
+  /** Lets go of the VM without stopping it (closes control connections); it keeps running. */
+  release(): void;
+}
+
+export interface VmDriver {
+  readonly name: string;
+  /** The network section of the agent config that matches the interfaces this driver gives its VMs. */
+  guestNetwork(): NonNullable<AgentConfig['network']>;
+  /** Prepares the VM's disks and files in spec.stateDir and starts it; resolves once it is running. */
+  start(spec: VmSpec): Promise<Vm>;
+  /** Takes a VM that a previous process started in stateDir back under control (e.g. tetherd restarted). */
+  adopt(stateDir: string): Promise<Vm>;
+}

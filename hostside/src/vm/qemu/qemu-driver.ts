@@ -1,0 +1,209 @@
+/**
+ * The QEMU VM driver. Each VM is a qemu-system-x86_64 process in its own session (setsid), with stdio on a
+ * file, so it survives the process that started it (tetherctl exiting, tetherd restarting) and a Ctrl-C in
+ * the starting terminal does not reach it. Control goes through QMP on a unix socket in the state directory.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { TetherError } from '../../../../protocol/src/errors/errors.ts';
+import type { Vm, VmDriver, VmSpec } from '../driver.ts';
+import { checkBootImage } from '../paths.ts';
+import { buildQemuArgs, MACHINE_TYPES, type MachineType } from './command-line.ts';
+import { hostTscKhz } from './host-tsc.ts';
+import { qemuLayout, type QemuLayout } from './layout.ts';
+import { createOverlay } from './overlay.ts';
+import { isProcessAlive } from './process-alive.ts';
+import { QmpClient } from './qmp-client.ts';
+import { QemuVm } from './qemu-vm.ts';
+import { userNetworkConfig, type NetworkConfig } from './user-network.ts';
+
+/**
+ * microvm reaches the agent about 0.8 s sooner than pc under TCG here (no firmware PCI enumeration, no
+ * option ROMs), and fw_cfg, both virtio-serial ports and the disks work on it: see docs/decisions/vm-driver.md.
+ */
+export const DEFAULT_MACHINE: MachineType = 'microvm';
+export const DEFAULT_MEMORY_MIB = 256;
+export const DEFAULT_ACCEL = 'tcg';
+
+export interface QemuDriverOptions {
+  machine?: MachineType;
+  /** tcg or kvm; default TETHER_QEMU_ACCEL, else tcg (nested KVM hangs on our CI machines). */
+  accel?: string;
+  memoryMiB?: number;
+  cpus?: number;
+  /** Default TETHER_QEMU, else qemu-system-x86_64 on PATH. */
+  qemuBinary?: string;
+  /** Default TETHER_QEMU_IMG, else qemu-img on PATH. */
+  qemuImg?: string;
+  /** Extra kernel command-line words, for debugging. */
+  kernelArgs?: readonly string[];
+  /** How long QEMU may take to open its control socket. */
+  startTimeoutMs?: number;
+}
+
+interface VmMetadata {
+  id: string;
+  machine: MachineType;
+  accel: string;
+}
+
+export function parseMachine(value: string): MachineType {
+  if ((MACHINE_TYPES as readonly string[]).includes(value)) return value as MachineType;
+  throw new TetherError(
+    'TETHER_USAGE',
+    `machine type must be one of ${MACHINE_TYPES.join(', ')}, got "${value}"`,
+  );
+}
+
+export function parseAccel(value: string): string {
+  if (/^(tcg|kvm)$/.test(value)) return value;
+  throw new TetherError(
+    'TETHER_USAGE',
+    `QEMU accelerator must be tcg or kvm, got "${value}" (TETHER_QEMU_ACCEL)`,
+  );
+}
+
+function tail(path: string, lines = 20): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+export class QemuDriver implements VmDriver {
+  readonly name = 'qemu';
+  readonly machine: MachineType;
+  readonly accel: string;
+  readonly #options: QemuDriverOptions;
+
+  constructor(options: QemuDriverOptions = {}) {
+    this.#options = options;
+    this.machine = options.machine ?? DEFAULT_MACHINE;
+    this.accel = parseAccel(options.accel ?? process.env['TETHER_QEMU_ACCEL'] ?? DEFAULT_ACCEL);
+  }
+
+  guestNetwork(): NetworkConfig {
+    return userNetworkConfig();
+  }
+
+  get #qemu(): string {
+    return this.#options.qemuBinary ?? process.env['TETHER_QEMU'] ?? 'qemu-system-x86_64';
+  }
+
+  async start(given: VmSpec): Promise<Vm> {
+    // QEMU runs in the state directory and the qcow2 layer records its base's path: use absolute paths.
+    const spec: VmSpec = {
+      ...given,
+      stateDir: resolve(given.stateDir),
+      kernel: resolve(given.kernel),
+      initramfs: resolve(given.initramfs),
+      runtimeDisk: resolve(given.runtimeDisk),
+      rootDisk: resolve(given.rootDisk),
+    };
+    checkBootImage(spec);
+    if (!existsSync(spec.rootDisk))
+      throw new TetherError('TETHER_IMAGE_MISSING', `root filesystem image ${spec.rootDisk} not found`);
+    const layout = qemuLayout(spec.stateDir);
+    // The config holds the agent's private host key.
+    writeFileSync(layout.configFile, spec.config, { mode: 0o600 });
+    await createOverlay(
+      spec.rootDisk,
+      layout.rootOverlay,
+      this.#options.qemuImg ?? process.env['TETHER_QEMU_IMG'],
+    );
+    const metadata: VmMetadata = { id: spec.id, machine: this.machine, accel: this.accel };
+    writeFileSync(layout.metadata, JSON.stringify(metadata) + '\n');
+    const args = buildQemuArgs({
+      name: spec.id,
+      machine: this.machine,
+      accel: this.accel,
+      memoryMiB: spec.memoryMiB ?? this.#options.memoryMiB ?? DEFAULT_MEMORY_MIB,
+      cpus: spec.cpus ?? this.#options.cpus ?? 1,
+      kernel: spec.kernel,
+      initramfs: spec.initramfs,
+      runtimeDisk: spec.runtimeDisk,
+      layout,
+      tscKhz: this.machine === 'microvm' ? hostTscKhz() : undefined,
+      ...(this.#options.kernelArgs ? { kernelArgs: this.#options.kernelArgs } : {}),
+    });
+    const child = this.#spawn(args, layout);
+    const qmp = await this.#waitForQmp(child, layout);
+    return new QemuVm(spec.id, layout, child.pid!, qmp, child);
+  }
+
+  async adopt(stateDir: string): Promise<Vm> {
+    const layout = qemuLayout(resolve(stateDir));
+    let metadata: VmMetadata;
+    let pid: number;
+    try {
+      metadata = JSON.parse(readFileSync(layout.metadata, 'utf8')) as VmMetadata;
+      pid = Number(readFileSync(layout.pidFile, 'utf8').trim());
+    } catch (error) {
+      throw new TetherError(
+        'TETHER_VM_FAILED',
+        `no running VM in ${stateDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (QEMU removes qemu.pid when it exits)`,
+        { cause: error },
+      );
+    }
+    if (!Number.isSafeInteger(pid) || !isProcessAlive(pid, layout.qmpSocket))
+      throw new TetherError('TETHER_VM_FAILED', `the VM in ${stateDir} is not running (pid ${pid} is gone)`);
+    const qmp = await QmpClient.connect(layout.qmpSocket);
+    return new QemuVm(metadata.id, layout, pid, qmp);
+  }
+
+  #spawn(args: string[], layout: QemuLayout): ChildProcess {
+    const log = openSync(layout.qemuLog, 'a');
+    try {
+      const child = spawn(this.#qemu, args, {
+        // detached = setsid: QEMU outlives us and is outside our terminal's process group.
+        detached: true,
+        stdio: ['ignore', log, log],
+        cwd: layout.stateDir,
+      });
+      child.unref();
+      return child;
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  /** Ready = QMP answers: by then QEMU has created every device and its sockets listen. */
+  async #waitForQmp(child: ChildProcess, layout: QemuLayout): Promise<QmpClient> {
+    const deadline = Date.now() + (this.#options.startTimeoutMs ?? 30_000);
+    let spawnError: NodeJS.ErrnoException | undefined;
+    child.once('error', (error) => (spawnError = error));
+    for (;;) {
+      if (spawnError)
+        throw new TetherError(
+          'TETHER_VM_FAILED',
+          spawnError.code === 'ENOENT'
+            ? `${this.#qemu} not found: install it with 'apt-get install qemu-system-x86' (or set TETHER_QEMU)`
+            : `cannot start ${this.#qemu}: ${spawnError.message}`,
+          { cause: spawnError },
+        );
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new TetherError(
+          'TETHER_VM_FAILED',
+          `QEMU exited at once (${child.exitCode !== null ? `status ${child.exitCode}` : child.signalCode}): ${tail(layout.qemuLog) || 'no message'}`,
+        );
+      if (existsSync(layout.qmpSocket)) {
+        try {
+          return await QmpClient.connect(layout.qmpSocket, 2000);
+        } catch (error) {
+          if (Date.now() > deadline) throw error;
+        }
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new TetherError(
+          'TETHER_VM_FAILED',
+          `QEMU did not open its control socket ${layout.qmpSocket} within ${this.#options.startTimeoutMs ?? 30_000} ms: ${tail(layout.qemuLog) || 'no message'}`,
+        );
+      }
+      await sleep(10);
+    }
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * One running QEMU VM under control: its QMP connection, its process, and how it ended. Built by
+ * QemuDriver.start() (this process is QEMU's parent and sees its exit status) or adopt() (another process
+ * started it; QMP's socket closing and the pid going away tell us it ended).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { TetherError } from '../../../../protocol/src/errors/errors.ts';
+import type { Vm, VmExit, VmInfo } from '../driver.ts';
+import type { QemuLayout } from './layout.ts';
+import { isProcessAlive } from './process-alive.ts';
+import type { QmpClient } from './qmp-client.ts';
+
+/** How often the pid is checked, as a backstop to QMP's socket closing. */
+const PID_POLL_MS = 250;
+/** After QMP quit, how long QEMU gets to flush its disks and exit before SIGKILL. */
+const QUIT_GRACE_MS = 5000;
+export const DEFAULT_STOP_GRACE_MS = 15_000;
+
+export class QemuVm implements Vm {
+  readonly id: string;
+  readonly stateDir: string;
+  readonly consoleLogPath: string;
+  readonly logPortPath: string;
+  readonly #layout: QemuLayout;
+  readonly #qmp: QmpClient;
+  readonly #pid: number;
+  readonly #exit: Promise<VmExit>;
+  #shutdownReason: string | undefined;
+  #released = false;
+  #ended = false;
+  #poll: NodeJS.Timeout | undefined;
+  #child: ChildProcess | undefined;
+
+  constructor(id: string, layout: QemuLayout, pid: number, qmp: QmpClient, child?: ChildProcess) {
+    this.id = id;
+    this.stateDir = layout.stateDir;
+    this.consoleLogPath = layout.consoleLog;
+    this.logPortPath = layout.logPort;
+    this.#layout = layout;
+    this.#qmp = qmp;
+    this.#pid = pid;
+    qmp.onEvent((event) => {
+      if (event.event === 'SHUTDOWN' && typeof event.data['reason'] === 'string')
+        this.#shutdownReason = event.data['reason'];
+      else if (event.event === 'GUEST_PANICKED') this.#shutdownReason = 'guest-panic';
+    });
+    this.#exit = new Promise<VmExit>((resolve) => {
+      const done = (exit: Omit<VmExit, 'reason'>, fallbackReason: string): void => {
+        clearInterval(this.#poll);
+        this.#ended = true;
+        this.#qmp.close();
+        resolve({ reason: this.#shutdownReason ?? fallbackReason, ...exit });
+      };
+      if (child && child.exitCode === null && child.signalCode === null) {
+        // Our own child: its exit event carries the status; QMP closing a moment earlier changes nothing.
+        // Held (ref) while under control, so that event is not lost to this process exiting first.
+        child.ref();
+        this.#child = child;
+        child.once('exit', (code, signal) =>
+          done(
+            { ...(code !== null ? { exitCode: code } : {}), ...(signal ? { signal } : {}) },
+            signal ? 'killed' : 'unknown',
+          ),
+        );
+        return;
+      }
+      const check = (): void => {
+        if (!isProcessAlive(pid, layout.qmpSocket)) done({}, 'unknown');
+      };
+      this.#poll = setInterval(check, PID_POLL_MS);
+      void qmp.closed.then(check);
+    });
+  }
+
+  inspect(): Promise<VmInfo> {
+    const running = isProcessAlive(this.#pid, this.#layout.qmpSocket);
+    const info: VmInfo = { id: this.id, pid: this.#pid, running };
+    if (!running || !this.#qmp.isOpen) return Promise.resolve(info);
+    return this.#qmp.execute<{ status?: string }>('query-status').then(
+      (status) => ({ ...info, ...(status.status ? { state: status.status } : {}) }),
+      () => info,
+    );
+  }
+
+  openChannel(): Promise<Duplex> {
+    const path = this.#layout.channelSocket;
+    return new Promise((resolve, reject) => {
+      const socket = connect(path);
+      socket.once('connect', () => {
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (error: NodeJS.ErrnoException) =>
+        reject(
+          new TetherError(
+            'TETHER_CHANNEL_CLOSED',
+            `cannot connect to the VM's channel ${path}: ${error.code ?? error.message}`,
+            { cause: error },
+          ),
+        ),
+      );
+    });
+  }
+
+  wait(): Promise<VmExit> {
+    return this.#exit;
+  }
+
+  async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<VmExit> {
+    if (!this.#running()) return this.#exit;
+    // The ACPI power button; the agent watches it and shuts the container down gracefully.
+    await this.#qmp.execute('system_powerdown').catch(() => undefined);
+    const timer = sleep(graceMs, 'timeout' as const);
+    if ((await Promise.race([this.#exit, timer])) !== 'timeout') return this.#exit;
+    return this.kill();
+  }
+
+  async kill(): Promise<VmExit> {
+    if (!this.#running()) return this.#exit;
+    // quit: QEMU stops the guest at once but still flushes its disk layers and exits cleanly.
+    await this.#qmp.execute('quit').catch(() => undefined);
+    const timer = sleep(QUIT_GRACE_MS, 'timeout' as const);
+    if ((await Promise.race([this.#exit, timer])) !== 'timeout') return this.#exit;
+    try {
+      if (isProcessAlive(this.#pid, this.#layout.qmpSocket)) process.kill(this.#pid, 'SIGKILL');
+    } catch {
+      // Gone in between.
+    }
+    this.#shutdownReason ??= 'killed';
+    return this.#exit;
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    clearInterval(this.#poll);
+    this.#child?.unref();
+    this.#qmp.close();
+  }
+
+  #running(): boolean {
+    if (this.#released)
+      throw new TetherError('TETHER_VM_FAILED', `VM ${this.id} was released; adopt it again to control it`);
+    return !this.#ended && isProcessAlive(this.#pid, this.#layout.qmpSocket);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The agent config for a `vm run`: the command and its environment as Docker would set them up, the root
+ * disk by serial, the driver's network, the channel keys, and power-off when the command ends.
+ */
+import { randomBytes } from 'node:crypto';
+import { CONFIG_VERSION, validateConfig, type AgentConfig } from '../../../protocol/src/config/config.ts';
+import { ROOT_DISK_SERIAL } from './driver.ts';
+
+/** Docker's default PATH for a container whose image sets none. */
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface RunConfigInput {
+  id: string;
+  argv: string[];
+  /** KEY=VALUE entries from the user (-e); they override the defaults. */
+  env?: string[];
+  cwd?: string | undefined;
+  user?: string | undefined;
+  tty?: boolean;
+  openStdin?: boolean;
+  network: NonNullable<AgentConfig['network']>;
+  agentHostKey: string;
+  clientPublicKey: string;
+}
+
+/** A Docker-style container id: 64 hex digits. */
+export function newContainerId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** Docker's default hostname: the id's first 12 characters. */
+export function hostnameOf(id: string): string {
+  return id.slice(0, 12);
+}
+
+function keyOf(entry: string): string {
+  return entry.slice(0, entry.indexOf('='));
+}
+
+/** Defaults first (PATH, HOSTNAME, TERM with a tty), each dropped when the user sets the same key. */
+export function containerEnv(user: readonly string[], hostname: string, tty: boolean): string[] {
+  const given = new Set(user.map(keyOf));
+  const defaults = [DEFAULT_PATH, `HOSTNAME=${hostname}`, ...(tty ? ['TERM=xterm'] : [])];
+  return [...defaults.filter((entry) => !given.has(keyOf(entry))), ...user];
+}
+
+/** Builds and validates the config; throws TETHER_CONFIG_INVALID naming any bad field (e.g. -w relative). */
+export function buildRunConfig(input: RunConfigInput): AgentConfig {
+  const hostname = hostnameOf(input.id);
+  const tty = input.tty ?? false;
+  const config: AgentConfig = {
+    version: CONFIG_VERSION,
+    id: input.id,
+    hostname,
+    process: {
+      argv: input.argv,
+      env: containerEnv(input.env ?? [], hostname, tty),
+      ...(input.cwd !== undefined ? { cwd: input.cwd } : {}),
+      ...(input.user !== undefined ? { user: input.user } : {}),
+      tty,
+      openStdin: input.openStdin ?? false,
+    },
+    storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
+    network: input.network,
+    channel: { hostKey: input.agentHostKey, authorizedKeys: [input.clientPublicKey] },
+    powerOffOnExit: true,
+  };
+  return validateConfig(config, 'the vm run config');
+}
