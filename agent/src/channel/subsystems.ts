@@ -153,13 +153,18 @@ function serveAttach(
       channel.close();
       return;
     }
+    // read() counts the whole slice as delivered, so the log may evict it at once: write all of it even
+    // when the channel says it is full (that overshoots its buffer by at most one slice), and only then
+    // wait. Stopping part-way would leave the rest of the slice to be evicted before the next wake-up.
+    let room = true;
     for (const chunk of output.read(offset, ATTACH_SLICE_BYTES)) {
       offset = chunk.offset + chunk.data.length;
-      if (!channel.write(encodeLogFrame(chunk))) {
-        waiting = true;
-        channel.once('drain', pump);
-        return;
-      }
+      room = channel.write(encodeLogFrame(chunk));
+    }
+    if (!room) {
+      waiting = true;
+      channel.once('drain', pump);
+      return;
     }
     if (offset < output.end) {
       waiting = true;
