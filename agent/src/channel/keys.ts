@@ -5,8 +5,11 @@
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
+
+// ssh2 is CommonJS: its named exports exist only in the bundle, not under node's ESM loader (tests, tsx).
+const { utils } = ssh2;
 
 export const KNOWN_HOST_NAME = 'tether';
 
@@ -15,8 +18,27 @@ export interface ChannelKeys {
   authorizedKeys: string[];
 }
 
+/** Enough draws that a failure means something else is wrong (each draw is bad about 1 time in 256). */
+const KEYGEN_ATTEMPTS = 8;
+
+/**
+ * ssh2's ed25519 generator strips the public key's leading zero bytes, so about one pair in 256 comes
+ * out with a 31-byte key that nothing parses, ssh2 included (mscdex/ssh2#1390, #1513). With two pairs
+ * per fresh state directory, about one --dev start in 128 died with "Malformed OpenSSH private key".
+ * Draw again until both halves parse.
+ */
 function generate(comment: string): { private: string; public: string } {
-  return utils.generateKeyPairSync('ed25519', { comment });
+  let problem = '';
+  for (let attempt = 0; attempt < KEYGEN_ATTEMPTS; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    const bad = [utils.parseKey(pair.private), utils.parseKey(pair.public)].find((r) => r instanceof Error);
+    if (!bad) return pair;
+    problem = bad.message;
+  }
+  throw new TetherError(
+    'TETHER_CONFIG_INVALID',
+    `could not generate a usable ed25519 key pair in ${KEYGEN_ATTEMPTS} attempts (${problem})`,
+  );
 }
 
 function writeSecret(file: string, text: string): void {
