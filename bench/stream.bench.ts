@@ -26,6 +26,7 @@ import {
   REPO,
   requireBuild,
   startAgent,
+  type BenchAgent,
 } from './lib/harness.ts';
 
 /** 256 MiB unless BENCH_BYTES says otherwise (e.g. to check that memory stays flat over more bytes). */
@@ -57,8 +58,9 @@ async function openGate(fifo: string): Promise<void> {
 async function channelRound(): Promise<Result> {
   const dir = mkdtempSync(join(tmpdir(), 'tether-bench-gate-'));
   const fifo = makeFifo(dir);
-  const agent = await startAgent({ command: gatedCommand(fifo) });
+  let agent: BenchAgent | undefined;
   try {
+    agent = await startAgent({ command: gatedCommand(fifo) });
     const client = await agent.connect();
     let bytes = 0;
     let otherBytes = 0;
@@ -88,7 +90,7 @@ async function channelRound(): Promise<Result> {
     }
     return { seconds, peakRssKiB: peak };
   } finally {
-    await agent.stop();
+    await agent?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

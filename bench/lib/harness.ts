@@ -46,11 +46,16 @@ export async function startAgent(options: { command?: string[]; args?: string[] 
     : spawn(join(REPO, 'bin/tether'), args, { stdio: ['ignore', 'inherit', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const fail = (message: string): Error => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    return new Error(message);
+  };
   for (let i = 0; i < 400 && !existsSync(socket); i++) {
-    if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${stderr}`);
+    if (child.exitCode !== null) throw fail(`agent exited ${child.exitCode}: ${stderr}`);
     await sleep(25);
   }
-  if (!existsSync(socket)) throw new Error(`agent did not create ${socket}: ${stderr}`);
+  if (!existsSync(socket)) throw fail(`agent did not create ${socket}: ${stderr}`);
   const rawSocket = (): Promise<Socket> =>
     new Promise((resolve, reject) => {
       const s = connect(socket);
