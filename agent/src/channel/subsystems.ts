@@ -197,7 +197,9 @@ function serveAttach(
         main.onceInputDrained(() => channel.resume());
       }
     });
-    // A detaching client ends its side; the process keeps its stdin (other clients may still type).
+    // A detaching client ends its side; the process keeps its stdin (other clients may still type),
+    // unless the container asked for Docker's StdinOnce.
+    channel.on('end', () => main.attachInputEnded());
   }
   session.on('window-change', (accept, _reject, info) => {
     main.resize({ cols: info.cols || 80, rows: info.rows || 24 });

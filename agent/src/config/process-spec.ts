@@ -22,8 +22,9 @@ export function mainSessionSpec(config: ProcessConfig, exec: ExecFactory): Sessi
 
 export function stopPolicy(
   config: ProcessConfig,
-): Pick<MainProcessOptions, 'restart' | 'stopSignal' | 'stopTimeoutMs'> {
+): Pick<MainProcessOptions, 'restart' | 'stopSignal' | 'stopTimeoutMs' | 'stdinOnce'> {
   return {
+    stdinOnce: config.stdinOnce ?? false,
     restart: config.restart ?? 'no',
     stopSignal: config.stopSignal ?? 'SIGTERM',
     stopTimeoutMs: (config.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_SECONDS) * 1000,

@@ -42,7 +42,7 @@ const OUTPUT_LOG_BYTES = 8 * 1024 * 1024;
 const PORT_WAIT_MS = 3000;
 const LOG_FLUSH_MS = 10_000;
 /** Time for a final exit-status to cross the channel to attached clients before the power goes. */
-const CHANNEL_LINGER_MS = 500;
+const CHANNEL_LINGER_MS = 200;
 
 function writeConsole(text: string): void {
   try {
@@ -301,16 +301,22 @@ export class Init {
     }
   }
 
-  /** What is left (exec sessions, daemons the container started) gets SIGTERM, a moment, then SIGKILL. */
+  /** What is left (exec sessions, daemons the container started) gets SIGTERM, up to a second, then SIGKILL. */
   async #terminateEverything(): Promise<void> {
-    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    const anyLeft = (signal: NodeJS.Signals | 0): boolean => {
       try {
-        process.kill(-1, signal);
+        process.kill(-1, signal); // from PID 1: every process but itself
+        return true;
       } catch {
-        return; // ESRCH: nothing left.
+        return false; // ESRCH: nothing left
       }
-      if (signal === 'SIGTERM') await sleep(1000);
+    };
+    if (!anyLeft('SIGTERM')) return;
+    for (let waited = 0; waited < 1000; waited += 50) {
+      await sleep(50);
+      if (!anyLeft(0)) return;
     }
+    anyLeft('SIGKILL');
   }
 }
 

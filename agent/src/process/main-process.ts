@@ -20,6 +20,8 @@ export interface MainProcessOptions {
   restart: RestartPolicy;
   stopSignal: string;
   stopTimeoutMs: number;
+  /** Docker's StdinOnce: the first attach client that ends its input closes the process's stdin. */
+  stdinOnce?: boolean;
 }
 
 const RESTART_BACKOFF_MAX_MS = 10_000;
@@ -121,6 +123,11 @@ export class MainProcess extends EventEmitter<{ exit: [ExitStatus]; final: [Exit
 
   endInput(): void {
     this.#session?.endInput();
+  }
+
+  /** An attach client that sent stdin ended it or went away: with stdinOnce, that closes stdin for good. */
+  attachInputEnded(): void {
+    if (this.#options.stdinOnce) this.endInput();
   }
 
   resize(size: TerminalSize): void {

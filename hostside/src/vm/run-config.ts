@@ -59,6 +59,8 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
       ...(input.user !== undefined ? { user: input.user } : {}),
       tty,
       openStdin: input.openStdin ?? false,
+      // docker run -i: the stdin of `echo hi | run -i cat` ends when the piped input does.
+      stdinOnce: input.openStdin ?? false,
     },
     storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
     network: input.network,

@@ -48,6 +48,7 @@ const processSchema = object({
   user: optional(string({ nonEmpty: true })),
   tty: optional(boolean),
   openStdin: optional(boolean),
+  stdinOnce: optional(boolean),
   stopSignal: optional(signalName),
   stopTimeoutSeconds: optional(integer(0, 3600)),
   restart: optional(oneOf('no', 'on-failure', 'always')),

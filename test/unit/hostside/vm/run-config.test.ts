@@ -37,6 +37,7 @@ void describe('vm run config', () => {
         env: [DEFAULT_PATH, 'HOSTNAME=aaaaaaaaaaaa'],
         tty: false,
         openStdin: false,
+        stdinOnce: false,
       },
       storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
       network: {
@@ -55,6 +56,7 @@ void describe('vm run config', () => {
     assert.equal(config.process?.cwd, '/tmp');
     assert.equal(config.process?.user, 'tester:wheel');
     assert.equal(config.process?.tty, true);
+    assert.equal(config.process?.stdinOnce, true, 'docker run -i closes stdin when the piped input ends');
     assert.equal(config.process?.openStdin, true);
     assert.ok(config.process?.env?.includes('TERM=xterm'));
   });
