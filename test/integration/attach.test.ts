@@ -1,0 +1,120 @@
+/** attach@tether against a real `tether --dev`: many clients, detach, resume from offsets, backpressure. */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { STREAM_STDERR, STREAM_STDOUT, type LogFrame } from '../../protocol/src/logs/log-frame.ts';
+import type { AttachHandle, ChannelClient } from '../../hostside/src/channel/client.ts';
+import { startDevAgent, type DevAgent } from '../helpers/dev-agent.ts';
+
+interface Attached {
+  handle: AttachHandle;
+  frames: LogFrame[];
+  text(stream?: number): string;
+}
+
+async function attach(
+  client: ChannelClient,
+  from: 'start' | 'end' | number,
+  stdin = false,
+): Promise<Attached> {
+  const frames: LogFrame[] = [];
+  const handle = await client.attach({ from, stdin }, { onFrame: (frame) => frames.push(frame) });
+  return {
+    handle,
+    frames,
+    text: (stream = STREAM_STDOUT) =>
+      Buffer.concat(frames.filter((f) => f.stream === stream).map((f) => f.data)).toString(),
+  };
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('attach to the main process', () => {
+  const agents: DevAgent[] = [];
+  after(async () => {
+    for (const agent of agents) await agent.stop();
+  });
+
+  it('keeps output produced while nobody is attached, pausing the process rather than dropping a byte', async () => {
+    // 64 KiB of log for 1.3 MB of output: the process must wait for a reader.
+    const agent = await startDevAgent({ args: ['--buffer-bytes', '65536'], command: ['seq', '1', '200000'] });
+    agents.push(agent);
+    await sleep(500);
+    const client = await agent.connect();
+    const attached = await attach(client, 'start');
+    const exit = await attached.handle.exit;
+    const expected = Array.from({ length: 200000 }, (_, i) => `${i + 1}\n`).join('');
+    assert.equal(attached.text().length, expected.length);
+    assert.equal(attached.text(), expected);
+    assert.equal(exit?.exitCode, 0);
+    client.close();
+  });
+
+  it('serves several clients at once, survives a detach, resumes from an offset, and reports the exit', async () => {
+    const config = join(mkdtempSync(join(tmpdir(), 'tether-cfg-')), 'config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ version: 1, id: 'attach', process: { argv: ['true'], openStdin: true } }),
+    );
+    // The config opens the main process's stdin (docker run -i); `-- CMD` sets its argv.
+    const agent = await startDevAgent({
+      args: ['--config', config],
+      command: [
+        'sh',
+        '-c',
+        'echo ready; read a; echo "A:$a"; echo "err:$a" >&2; read b; echo "B:$b"; exit 3',
+      ],
+    });
+    agents.push(agent);
+    const client = await agent.connect();
+    const typist = await attach(client, 'start', true);
+    const watcher = await attach(client, 'start');
+    await until('ready', () => watcher.text() === 'ready\n');
+    typist.handle.stdin.write('one\n');
+    await until('A:one on both', () => typist.text().includes('A:one') && watcher.text().includes('A:one'));
+    await until('stderr frame', () => watcher.text(STREAM_STDERR) === 'err:one\n');
+    assert.equal(watcher.text(), 'ready\nA:one\n');
+
+    const afterA = typist.handle.offset;
+    typist.handle.detach();
+    assert.equal(await typist.handle.exit, undefined, 'a detached client gets no exit');
+    await sleep(200);
+
+    const late = await attach(client, 'end', true);
+    assert.equal(late.handle.result.running, true, 'the process kept running after the detach');
+    late.handle.stdin.write('two\n');
+    const [lateExit, watcherExit] = await Promise.all([late.handle.exit, watcher.handle.exit]);
+    assert.equal(late.text(), 'B:two\n', "'end' gets only output produced after attaching");
+    assert.equal(watcher.text(), 'ready\nA:one\nB:two\n');
+    assert.equal(lateExit?.exitCode, 3);
+    assert.equal(watcherExit?.exitCode, 3);
+
+    const resumed = await attach(client, afterA);
+    await resumed.handle.exit;
+    assert.equal(resumed.handle.result.running, false);
+    assert.equal(resumed.text(), 'B:two\n', 'resuming from an offset gives exactly the bytes after it');
+    assert.equal(resumed.handle.offset, watcher.handle.offset);
+    client.close();
+  });
+
+  it('refuses attach when there is no main process, and says to use exec', async () => {
+    const agent = await startDevAgent();
+    agents.push(agent);
+    const client = await agent.connect();
+    await assert.rejects(client.attach({ from: 'start', stdin: false }, { onFrame: () => {} }), {
+      code: 'TETHER_NO_MAIN_PROCESS',
+      message: /use exec/,
+    });
+    assert.equal((await client.exec({ argv: ['true'], stdin: false }).then((h) => h.exit))?.exitCode, 0);
+    client.close();
+  });
+});
