@@ -44,3 +44,42 @@ export function awaitResync(stream: Duplex): Promise<void> {
     stream.on('close', onClose);
   });
 }
+
+/**
+ * RFC 4253 §4.2: a client's first line is its identification string, so the first bytes after the resync
+ * must be `SSH-`. Checking that here refuses garbage at once, where ssh2 would wait for more. The bytes are
+ * put back for ssh2.
+ */
+export function expectSshIdent(stream: Duplex, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = Buffer.alloc(0);
+    const timer = setTimeout(
+      () => finish(new Error(`no SSH identification within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const finish = (error?: Error): void => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.pause();
+      if (error) return reject(error);
+      stream.unshift(seen);
+      resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      seen = Buffer.concat([seen, chunk]);
+      if (seen.length < 4) return;
+      if (seen.subarray(0, 4).toString('latin1') === 'SSH-') finish();
+      else
+        finish(
+          new Error(
+            `expected an SSH identification ("SSH-2.0-..."), got ${JSON.stringify(seen.subarray(0, 16).toString('latin1'))}`,
+          ),
+        );
+    };
+    const onClose = (): void => finish(new Error('stream closed before SSH started'));
+    stream.on('data', onData);
+    stream.on('close', onClose);
+    stream.resume();
+  });
+}

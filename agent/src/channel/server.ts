@@ -19,7 +19,10 @@ import type { MainProcess } from '../process/main-process.ts';
 import type { ExecFactory } from '../process/exec-factory.ts';
 import type { OutputLog } from '../process/output-log.ts';
 import type { StatusReporter } from '../status/reporter.ts';
-import { awaitResync } from './resync-driver.ts';
+import { awaitResync, expectSshIdent } from './resync-driver.ts';
+
+/** How long a client may take to start SSH once the resync handshake is done. */
+const SSH_IDENT_TIMEOUT_MS = 30_000;
 import { serveSubsystem } from './subsystems.ts';
 import { pipeSession } from './session-pipe.ts';
 
@@ -75,6 +78,13 @@ export class ChannelServer {
       await awaitResync(stream);
     } catch (error) {
       log(`rejected before SSH: ${describeError(error)}`);
+      stream.destroy();
+      return;
+    }
+    try {
+      await expectSshIdent(stream, SSH_IDENT_TIMEOUT_MS);
+    } catch (error) {
+      log(`rejected after the handshake: ${describeError(error)}`);
       stream.destroy();
       return;
     }
