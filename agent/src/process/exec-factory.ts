@@ -55,7 +55,9 @@ export class ExecFactory {
 
   /** `/bin/sh -c`, as sshd runs a command through the user's shell; plain words when the image has no shell. */
   commandArgv(command: string): string[] {
-    if (existsSync(join(this.defaults.rootDir, 'bin/sh'))) return ['/bin/sh', '-c', command];
+    // Commands run in `/` (the container's root after pivot_root; the host's in --dev mode, where rootDir
+    // only supplies the users), so that is where the shell must be.
+    if (existsSync('/bin/sh')) return ['/bin/sh', '-c', command];
     return command.split(/\s+/).filter(Boolean);
   }
 
