@@ -1,0 +1,290 @@
+/**
+ * Boot to ready: QEMU start until the container's process runs, for the real image (stage0 initramfs, the
+ * agent as PID 1 from the runtime disk) against a baseline booted in the same run: the same kernel with a
+ * busybox `/init` script that does the same mounts, loads the same virtio modules, finds the same root
+ * disk by serial, switch_roots into it and starts the same process. Both under TCG on microvm, the
+ * driver's default machine. Prints medians, the ratio, initramfs sizes, the agent's RSS in the guest and
+ * where the agent's boot time goes (from its status records).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import ssh2 from 'ssh2';
+import { decodeStatusConsoleLine, type StatusRecord } from '../protocol/src/status/status.ts';
+import { describeMachine, median, printTable, REPO } from './lib/harness.ts';
+
+const IMAGE = join(REPO, 'build/image');
+const KERNEL_ROOT = join(REPO, 'build/kernel/root');
+const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
+const ACCEL = process.env['TETHER_QEMU_ACCEL'] ?? 'tcg';
+const BOOT_TIMEOUT_MS = 120_000;
+const READY = 'TETHER-BENCH-READY';
+/** The container's process, the same in both: report readiness, guest uptime and PID 1's memory. */
+const PROCESS = `echo ${READY} $(cut -d' ' -f1 /proc/uptime) > /dev/console; grep -E 'VmRSS|VmHWM' /proc/1/status > /dev/console`;
+const BASELINE_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'];
+
+interface BootResult {
+  hostMs: number;
+  guestMs: number;
+  rssKiB?: number;
+  hwmKiB?: number;
+  records: StatusRecord[];
+}
+
+function hostTscKhz(): string {
+  const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^cpu MHz\s*:\s*([\d.]+)/m);
+  return line ? String(Math.round(Number(line[1]) * 1000)) : '';
+}
+
+function commonArgs(initramfs: string, extraAppend = ''): string[] {
+  const tsc = hostTscKhz();
+  return [
+    ...['-accel', ACCEL, '-M', 'microvm', '-m', '256', '-smp', '1'],
+    ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio'],
+    ...['-kernel', join(IMAGE, 'vmlinuz'), '-initrd', initramfs],
+    '-append',
+    `console=ttyS0 quiet panic=-1 tether.transport=mmio${tsc ? ` tsc_early_khz=${tsc}` : ''}${extraAppend}`,
+  ];
+}
+
+function rootDiskArgs(dir: string): string[] {
+  const overlay = join(dir, 'root.qcow2');
+  rmSync(overlay, { force: true });
+  execFileSync('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-F',
+    'raw',
+    '-b',
+    join(IMAGE, 'busybox.img'),
+    overlay,
+  ]);
+  return [
+    ...['-drive', `file=${overlay},if=none,id=root,format=qcow2`],
+    ...['-device', 'virtio-blk-device,drive=root,serial=tether-root'],
+  ];
+}
+
+/** Spawns QEMU, reads the console line by line until the process has reported, and waits for the power-off. */
+function boot(args: string[]): Promise<BootResult> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const result: Partial<BootResult> = { records: [] };
+    const lines: string[] = [];
+    const timer = setTimeout(() => qemu.kill('SIGKILL'), BOOT_TIMEOUT_MS);
+    createInterface({ input: qemu.stdout }).on('line', (raw) => {
+      const line = raw.replace(/\r$/, '');
+      lines.push(line);
+      const record = decodeStatusConsoleLine(line);
+      if (record) result.records!.push(record);
+      const ready = line.match(new RegExp(`${READY} ([\\d.]+)`));
+      if (ready) {
+        result.hostMs = performance.now() - started;
+        result.guestMs = Number(ready[1]) * 1000;
+      }
+      const memory = line.match(/^(VmRSS|VmHWM):\s+(\d+) kB/);
+      if (memory) result[memory[1] === 'VmRSS' ? 'rssKiB' : 'hwmKiB'] = Number(memory[2]);
+    });
+    let stderr = '';
+    qemu.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    qemu.on('exit', () => {
+      clearTimeout(timer);
+      if (result.hostMs === undefined)
+        reject(
+          new Error(
+            `no ${READY} line; QEMU stderr: ${stderr}\nconsole tail:\n${lines.slice(-15).join('\n')}`,
+          ),
+        );
+      else resolve(result as BootResult);
+    });
+  });
+}
+
+/** The real image's run: the agent config in fw_cfg, the two virtio-serial ports, the runtime disk. */
+function agentArgs(dir: string): string[] {
+  const host = ssh2.utils.generateKeyPairSync('ed25519');
+  const client = ssh2.utils.generateKeyPairSync('ed25519');
+  const config = join(dir, 'config.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      version: 1,
+      id: 'bench',
+      process: { argv: ['/bin/sh', '-c', PROCESS] },
+      storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
+      channel: { hostKey: host.private, authorizedKeys: [client.public] },
+      powerOffOnExit: true,
+    }),
+  );
+  return [
+    ...commonArgs(join(IMAGE, 'initramfs.cpio.gz')),
+    ...['-drive', `file=${join(IMAGE, 'runtime.img')},if=none,id=rt,format=raw,readonly=on`],
+    ...['-device', 'virtio-blk-device,drive=rt,serial=tether-runtime'],
+    ...rootDiskArgs(dir),
+    ...['-device', 'virtio-serial-device'],
+    ...['-chardev', `socket,id=ch,path=${join(dir, 'ch.sock')},server=on,wait=off`],
+    ...['-device', 'virtserialport,chardev=ch,name=org.tether.channel'],
+    ...['-chardev', `file,id=log,path=${join(dir, 'container.log')}`],
+    ...['-device', 'virtserialport,chardev=log,name=org.tether.log'],
+    ...['-fw_cfg', `name=opt/tether/config,file=${config}`],
+  ];
+}
+
+const BASELINE_INIT = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /mnt/root
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs shm /dev/shm
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for m in ${BASELINE_MODULES.join(' ')}; do insmod /lib/modules/$m.ko; done
+dev=
+while [ -z "$dev" ]; do
+  for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = tether-root ] && dev=/dev/\${d##*/}; done
+  [ -n "$dev" ] || sleep 0.01
+done
+mount -t ext4 $dev /mnt/root
+for p in dev proc sys; do mount --move /$p /mnt/root/$p; done
+exec switch_root /mnt/root /bin/sh -c "$1; poweroff -f"
+`;
+
+/** A busybox initramfs built once under build/bench/ from the cached busybox-static package. */
+function baselineInitramfs(): string {
+  const out = join(REPO, 'build/bench/baseline-initramfs.cpio.gz');
+  if (existsSync(out)) return out;
+  const deb = execFileSync('sh', ['-c', `ls ${join(REPO, 'build/cache')}/busybox-static_*.deb | head -1`], {
+    encoding: 'utf8',
+  }).trim();
+  if (!deb) throw new Error('no busybox-static .deb in build/cache: run `make image` first');
+  const stage = mkdtempSync(join(tmpdir(), 'tether-baseline-'));
+  const unpacked = join(stage, 'deb');
+  execFileSync('dpkg-deb', ['-x', deb, unpacked]);
+  const root = join(stage, 'root');
+  for (const dir of ['bin', 'dev', 'proc', 'sys', 'mnt', 'lib/modules'])
+    mkdirSync(join(root, dir), { recursive: true });
+  copyFileSync(join(unpacked, 'bin/busybox'), join(root, 'bin/busybox'));
+  chmodSync(join(root, 'bin/busybox'), 0o755);
+  const release = execFileSync('ls', [join(KERNEL_ROOT, 'lib/modules')], { encoding: 'utf8' })
+    .trim()
+    .split('\n')[0]!;
+  for (const module of BASELINE_MODULES) {
+    const path = execFileSync('find', [join(KERNEL_ROOT, 'lib/modules', release), '-name', `${module}.ko`], {
+      encoding: 'utf8',
+    }).trim();
+    copyFileSync(path, join(root, 'lib/modules', `${module}.ko`));
+  }
+  // The script gets the process as $1 through the kernel command line's init arguments.
+  writeFileSync(join(root, 'init'), BASELINE_INIT, { mode: 0o755 });
+  mkdirSync(join(REPO, 'build/bench'), { recursive: true });
+  execFileSync('sh', [
+    '-c',
+    `cd ${root} && mknod -m 600 dev/console c 5 1 2>/dev/null; find . | sort | cpio -o -H newc --quiet | gzip -9n > ${out}`,
+  ]);
+  rmSync(stage, { recursive: true, force: true });
+  return out;
+}
+
+function baselineArgs(dir: string, initramfs: string): string[] {
+  // Words after `--` on the kernel command line are init's arguments.
+  return [...commonArgs(initramfs, ` -- "${PROCESS}"`), ...rootDiskArgs(dir)];
+}
+
+function stageTable(records: StatusRecord[]): string[][] {
+  const rows: string[][] = [];
+  let previous = 0;
+  const row = (name: string, atMs: number): void => {
+    rows.push([name, (atMs / 1000).toFixed(3), ((atMs - previous) / 1000).toFixed(3)]);
+    previous = atMs;
+  };
+  for (const record of records) {
+    if (record.stage === 'process-exited' || record.stage === 'shutdown') break;
+    if (record.stage === 'kernel') row('kernel (until stage0 starts)', record.atMs);
+    else if (record.stage === 'agent') {
+      const stage0Done = /stage0 done at ([\d.]+) s/.exec(record.detail ?? '');
+      if (stage0Done) row('stage0 (modules, runtime disk, switch_root)', Number(stage0Done[1]) * 1000);
+      row('runtime start (node until the agent runs)', record.atMs);
+    } else row(record.stage, record.atMs);
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  for (const file of ['vmlinuz', 'initramfs.cpio.gz', 'runtime.img', 'busybox.img'])
+    if (!existsSync(join(IMAGE, file))) {
+      console.log(`boot bench skipped: build/image/${file} is missing: run \`make image\` first`);
+      return;
+    }
+  const baselineImage = baselineInitramfs();
+  const dir = mkdtempSync(join(tmpdir(), 'tether-bootbench-'));
+  const agent: BootResult[] = [];
+  const baseline: BootResult[] = [];
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      // Alternate, so that drift in machine load hits both alike.
+      agent.push(await boot(agentArgs(dir)));
+      baseline.push(await boot(baselineArgs(dir, baselineImage)));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const hostAgent = median(agent.map((r) => r.hostMs));
+  const hostBaseline = median(baseline.map((r) => r.hostMs));
+  const guestAgent = median(agent.map((r) => r.guestMs));
+  const guestBaseline = median(baseline.map((r) => r.guestMs));
+  console.log(`boot to ready, ${RUNS} runs each, microvm, ${ACCEL}; ${describeMachine()}`);
+  printTable(
+    'boot to ready (main process running), median',
+    ['', 'host s (QEMU start → ready)', 'guest uptime s', 'initramfs bytes'],
+    [
+      [
+        'tether (stage0 + agent as PID 1)',
+        (hostAgent / 1000).toFixed(3),
+        (guestAgent / 1000).toFixed(3),
+        String(statSync(join(IMAGE, 'initramfs.cpio.gz')).size),
+      ],
+      [
+        'baseline (busybox /init script)',
+        (hostBaseline / 1000).toFixed(3),
+        (guestBaseline / 1000).toFixed(3),
+        String(statSync(baselineImage).size),
+      ],
+      [
+        'ratio tether / baseline',
+        (hostAgent / hostBaseline).toFixed(2) + 'x',
+        (guestAgent / guestBaseline).toFixed(2) + 'x',
+        '',
+      ],
+    ],
+  );
+  const last = agent.at(-1)!;
+  console.log(
+    `agent (PID 1) memory in the guest at ready: VmRSS ${last.rssKiB ?? '?'} KiB, VmHWM ${last.hwmKiB ?? '?'} KiB (of 256 MiB)`,
+  );
+  printTable(
+    'where the agent boot time goes (last run, guest seconds since kernel start)',
+    ['stage', 'at', 'took'],
+    stageTable(last.records),
+  );
+  console.log(
+    `host runs (s): tether ${agent.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}; baseline ${baseline.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}`,
+  );
+}
+
+await main();
