@@ -106,6 +106,8 @@ export class Init {
     });
 
     this.#loadModules(AGENT_MODULES);
+    // Before the config: a VM with a bad one still powers off gracefully when the host asks.
+    this.#watchShutdownRequests();
     if (!this.#readConfig()) return; // reported; stay up so the host can read why
     const config = this.#config!;
     if (config.modules?.length) this.#loadModules(config.modules);
@@ -127,7 +129,6 @@ export class Init {
       this.#status.report('process-started', 'failed', { detail: 'no root filesystem to run it in' });
 
     await this.#channel(config, exec, log);
-    this.#watchShutdownRequests();
     this.#main?.start();
   }
 
