@@ -33,6 +33,21 @@ export interface VmSpec {
   /** Guest memory in MiB; the driver's default when absent. */
   memoryMiB?: number;
   cpus?: number;
+  /**
+   * Keep the container's writable layer from an earlier boot in stateDir (docker restart / start again)
+   * instead of making a fresh one over rootDisk.
+   */
+  keepRootLayer?: boolean;
+  /** Guest TCP/UDP ports published on the host (docker run -p). */
+  ports?: PortForward[];
+}
+
+export interface PortForward {
+  protocol: 'tcp' | 'udp';
+  /** Host address to listen on; 127.0.0.1 unless the user asked for another. */
+  hostIp: string;
+  hostPort: number;
+  guestPort: number;
 }
 
 export interface VmInfo {
@@ -77,6 +92,12 @@ export interface Vm {
   kill(): Promise<VmExit>;
   /** Resolves when the VM has ended, however that happened. */
   wait(): Promise<VmExit>;
+  /**
+   * Makes the hypervisor write the log port to a fresh file at logPortPath. The caller first renames the
+   * current file away (rotation); bytes written before the switch stay in the renamed file, later ones go
+   * to the new file, none are lost (QEMU: QMP chardev-change; a frame may straddle the two files).
+   */
+  reopenLog(): Promise<void>;
   /** Lets go of the VM without stopping it (closes control connections); it keeps running. */
   release(): void;
 }
