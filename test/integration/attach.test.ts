@@ -106,6 +106,47 @@ describe('attach to the main process', () => {
     client.close();
   });
 
+  it('without output: no frames, never a reader that lets output go, but stdin, signals and the exit', async () => {
+    const config = join(mkdtempSync(join(tmpdir(), 'tether-cfg-')), 'config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ version: 1, id: 'quiet', process: { argv: ['true'], openStdin: true } }),
+    );
+    // 1.3 MB of output against 64 KiB kept: the process can only finish if some reader takes the output.
+    const agent = await startDevAgent({
+      args: ['--config', config, '--buffer-bytes', '65536'],
+      command: ['sh', '-c', 'read n; seq 1 200000; exit "$n"'],
+    });
+    agents.push(agent);
+    const client = await agent.connect();
+    let frames = 0;
+    const quiet = await client.attach(
+      { from: 'start', stdin: true, output: false },
+      { onFrame: () => frames++ },
+    );
+    quiet.stdin.write('5\n');
+    await sleep(1000);
+    // Nothing took the output yet: it is all still there for a client with output, from byte 0.
+    const reader = await attach(client, 'start');
+    assert.equal(reader.handle.result.oldest, 0, 'the output-less client let no byte be evicted');
+    const [quietExit, readerExit] = await Promise.all([quiet.exit, reader.handle.exit]);
+    assert.equal(frames, 0, 'no log frame on an output-less channel');
+    assert.equal(quietExit?.exitCode, 5, 'the exit status still comes');
+    assert.equal(readerExit?.exitCode, 5);
+    const expected = Array.from({ length: 200000 }, (_, i) => `${i + 1}\n`).join('');
+    assert.equal(reader.text(), expected);
+
+    // A signal through an output-less channel reaches the process.
+    const agent2 = await startDevAgent({ command: ['sleep', '30'] });
+    agents.push(agent2);
+    const client2 = await agent2.connect();
+    const quiet2 = await client2.attach({ from: 'end', stdin: false, output: false });
+    quiet2.signal('TERM');
+    assert.deepEqual(await quiet2.exit, { exitCode: 143, signal: 'SIGTERM' });
+    client.close();
+    client2.close();
+  });
+
   it('refuses attach when there is no main process, and says to use exec', async () => {
     const agent = await startDevAgent();
     agents.push(agent);

@@ -133,7 +133,9 @@ function serveAttach(
   }
   let offset = params.from === 'start' ? output.oldest : params.from === 'end' ? output.end : params.from;
   offset = Math.min(Math.max(offset, output.oldest), output.end);
-  log(`attached from offset ${offset}${params.stdin ? ' with stdin' : ''}`);
+  log(
+    `attached from offset ${offset}${params.stdin ? ' with stdin' : ''}${params.output === false ? ', without output' : ''}`,
+  );
   channel.write(
     encodeReply(attachRequest, {
       ok: { offset, oldest: output.oldest, tty: main.tty, running: main.finalExit === undefined },
@@ -142,9 +144,19 @@ function serveAttach(
 
   let waiting = false;
   let closed = false;
+  const withOutput = params.output !== false;
   const pump = (): void => {
     waiting = false;
     if (closed) return;
+    if (!withOutput) {
+      // No output on this channel, and no read() either: only the exit, once output has ended too.
+      const exit = main.finalExit;
+      if (output.ended && exit) {
+        closed = true;
+        sendExit(channel, exit);
+      }
+      return;
+    }
     if (offset < output.oldest) {
       // This client fell behind the bytes that others (or the log port) took and the log evicted.
       channel.stderr.write(
@@ -180,7 +192,7 @@ function serveAttach(
   const wake = (): void => {
     if (!waiting) pump();
   };
-  output.on('data', wake);
+  if (withOutput) output.on('data', wake);
   output.on('end', wake);
   main.on('final', wake);
   channel.on('close', () => {

@@ -239,7 +239,14 @@ export class ChannelClient {
     };
   }
 
-  async attach(params: AttachParams, handlers: AttachHandlers): Promise<AttachHandle> {
+  /**
+   * Attaches to the main process. With `output: false` the channel carries no output (read it from the
+   * log-port file), only stdin, resize, signals and the exit status; `onFrame` is then never called.
+   */
+  async attach(
+    params: AttachParams,
+    handlers: AttachHandlers = { onFrame: () => {} },
+  ): Promise<AttachHandle> {
     const channel = await this.#subsystem(attachRequest.subsystem);
     const exit = exitFrom(channel);
     const frames = new LogFrameDecoder();

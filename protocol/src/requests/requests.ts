@@ -142,6 +142,12 @@ export interface AttachParams {
   /** Where output starts: the oldest byte still kept, only new output, or an absolute byte offset. */
   from: AttachFrom;
   stdin: boolean;
+  /**
+   * False: the channel carries no output frames (the host reads output from the log-port file), only
+   * stdin, window-change, signals and the final exit status. The agent then never reads the output log,
+   * so this client does not count as a reader that lets bytes be evicted. Default true.
+   */
+  output?: boolean;
 }
 
 export interface AttachResult {
@@ -165,7 +171,11 @@ export const attachRequest = defineRequest<AttachParams, AttachResult>(
     ) {
       throw bad('attach@tether', 'from must be "start", "end" or a byte offset');
     }
-    return { from, stdin: r.boolean('stdin')! };
+    return defined({
+      from: from as AttachFrom,
+      stdin: r.boolean('stdin')!,
+      output: r.boolean('output', true),
+    });
   },
   (value) => {
     const r = reader('attach@tether', value);

@@ -79,10 +79,14 @@ const execParamsArb: fc.Arbitrary<ExecParams> = fc
   )
   .map(plain);
 const attachParamsArb: fc.Arbitrary<AttachParams> = fc
-  .record({
-    from: fc.oneof(fc.constant('start' as const), fc.constant('end' as const), fc.maxSafeNat()),
-    stdin: fc.boolean(),
-  })
+  .record(
+    {
+      from: fc.oneof(fc.constant('start' as const), fc.constant('end' as const), fc.maxSafeNat()),
+      stdin: fc.boolean(),
+      output: fc.boolean(),
+    },
+    { requiredKeys: ['from', 'stdin'] },
+  )
   .map(plain);
 const attachResultArb: fc.Arbitrary<AttachResult> = fc
   .record({ offset: fc.maxSafeNat(), oldest: fc.maxSafeNat(), tty: fc.boolean(), running: fc.boolean() })
@@ -94,6 +98,19 @@ void describe('request parameters', () => {
     assert.equal(execRequest.subsystem, 'exec@tether');
     assert.equal(attachRequest.subsystem, 'attach@tether');
     assert.equal(statusRequest.subsystem, 'status@tether');
+  });
+
+  void it('attach@tether output: absent means the default (true) and stays absent; false survives', () => {
+    const body = (params: AttachParams): Buffer => encodeParams(attachRequest, params).subarray(4);
+    assert.deepEqual(decodeParams(attachRequest, body({ from: 'end', stdin: true })), {
+      from: 'end',
+      stdin: true,
+    });
+    assert.deepEqual(decodeParams(attachRequest, body({ from: 7, stdin: false, output: false })), {
+      from: 7,
+      stdin: false,
+      output: false,
+    });
   });
 
   void it('exec@tether params round trip under arbitrary chunking', () => {
@@ -180,6 +197,7 @@ void describe('request parameters', () => {
       [attachRequest, { from: 1.5, stdin: true }, /from must be/],
       [attachRequest, { from: 'middle', stdin: true }, /from must be/],
       [attachRequest, { from: 'end' }, /attach@tether: stdin is required/],
+      [attachRequest, { from: 'end', stdin: true, output: 0 }, /output must be true or false/],
       [statusRequest, {}, /status@tether: follow is required/],
       [statusRequest, { follow: 1 }, /follow must be true or false/],
     ];
