@@ -6,13 +6,22 @@
  */
 import { encodeLogFrame, MAX_LOG_PAYLOAD } from '../../../../protocol/src/logs/log-frame.ts';
 import type { OutputLog } from '../../process/output-log.ts';
-import type { SerialPort } from './serial-port.ts';
+
+/**
+ * Where the frames go: the virtio-serial log port in a VM (SerialPort), a plain file in --dev mode
+ * (LogFile). writeNow takes what it can at once and says how much; waitWritable waits for room.
+ */
+export interface LogSink {
+  readonly path: string;
+  writeNow(bytes: Buffer): number;
+  waitWritable(): Promise<unknown>;
+}
 
 const SLICE_BYTES = 256 * 1024;
 
 export class LogPortWriter {
   readonly #log: OutputLog;
-  readonly #port: SerialPort;
+  readonly #port: LogSink;
   #offset = 0;
   #running = false;
   #written = 0;
@@ -20,7 +29,7 @@ export class LogPortWriter {
 
   readonly #report: (message: string) => void;
 
-  constructor(log: OutputLog, port: SerialPort, report: (message: string) => void) {
+  constructor(log: OutputLog, port: LogSink, report: (message: string) => void) {
     this.#log = log;
     this.#port = port;
     this.#report = report;
