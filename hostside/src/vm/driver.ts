@@ -78,6 +78,8 @@ export interface Vm {
   readonly consoleLogPath: string;
   /** A file the hypervisor fills with what the agent writes to the log port (log frames). */
   readonly logPortPath: string;
+  /** The ports published on the host for this boot (VmSpec.ports; [] when none or the driver has no network). */
+  readonly ports: PortForward[];
 
   inspect(): Promise<VmInfo>;
   /**

@@ -3,14 +3,25 @@
  * here was exercised in docs/decisions and research/feasibility-vm.md; see the comments for why each one).
  */
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
-import { CHANNEL_PORT_NAME, LOG_PORT_NAME, ROOT_DISK_SERIAL, RUNTIME_DISK_SERIAL } from '../driver.ts';
+import {
+  CHANNEL_PORT_NAME,
+  LOG_PORT_NAME,
+  ROOT_DISK_SERIAL,
+  RUNTIME_DISK_SERIAL,
+  type PortForward,
+} from '../driver.ts';
 import type { QemuLayout } from './layout.ts';
+import { userNetdevOption } from './port-forward.ts';
 import { USER_NET_MAC } from './user-network.ts';
 
 export const MACHINE_TYPES = ['pc', 'microvm'] as const;
 export type MachineType = (typeof MACHINE_TYPES)[number];
 
 export const CONFIG_FW_CFG_NAME = 'opt/tether/config';
+/** The chardev behind the log port; Vm.reopenLog() swaps its backend by this id (QMP chardev-change). */
+export const LOG_CHARDEV_ID = 'log';
+/** QEMU's own floor is lower, but the agent (Node) needs this much to boot. */
+export const MIN_MEMORY_MIB = 64;
 /** sun_path is 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -33,6 +44,8 @@ export interface QemuCommandInput {
   tscKhz?: number | undefined;
   /** Extra kernel command-line words (debugging: e.g. drop nothing, add `loglevel=7`). */
   kernelArgs?: readonly string[];
+  /** Guest ports published on the host (user-mode network forwards). */
+  ports?: readonly PortForward[] | undefined;
 }
 
 /** QEMU's option syntax ends a value at a comma; a literal comma is written twice. */
@@ -64,8 +77,11 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
   const { layout } = input;
   checkSocketPath(layout.channelSocket);
   checkSocketPath(layout.qmpSocket);
-  if (!Number.isSafeInteger(input.memoryMiB) || input.memoryMiB < 64)
-    throw new TetherError('TETHER_VM_FAILED', `memory must be at least 64 MiB, got ${input.memoryMiB}`);
+  if (!Number.isSafeInteger(input.memoryMiB) || input.memoryMiB < MIN_MEMORY_MIB)
+    throw new TetherError(
+      'TETHER_VM_FAILED',
+      `memory must be a whole number of MiB, at least ${MIN_MEMORY_MIB}, got ${input.memoryMiB}`,
+    );
   if (!Number.isSafeInteger(input.cpus) || input.cpus < 1)
     throw new TetherError('TETHER_VM_FAILED', `cpus must be a positive integer, got ${input.cpus}`);
   const v = escapeOptionValue;
@@ -118,7 +134,7 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     // Truncated at each start: the file then holds this boot's output from offset 0, the same offsets
     // attach uses, so a host can resume from the file where an attach left off.
     '-chardev',
-    `file,id=log,path=${v(layout.logPort)}`,
+    `file,id=${LOG_CHARDEV_ID},path=${v(layout.logPort)}`,
     '-device',
     `virtserialport,bus=vser.0,chardev=log,name=${LOG_PORT_NAME}`,
     '-drive',
@@ -129,8 +145,9 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     `file=${v(layout.rootOverlay)},if=none,id=root,format=qcow2`,
     '-device',
     `virtio-blk-${bus},drive=root,serial=${ROOT_DISK_SERIAL}`,
+    // Each published port is a hostfwd rule; a taken host port makes QEMU exit at start (see port-forward.ts).
     '-netdev',
-    'user,id=net',
+    userNetdevOption(input.ports),
     '-device',
     `virtio-net-${bus},netdev=net,mac=${USER_NET_MAC}`,
   ];

@@ -4,16 +4,17 @@
  * the starting terminal does not reach it. Control goes through QMP on a unix socket in the state directory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
-import type { Vm, VmDriver, VmSpec } from '../driver.ts';
+import type { PortForward, Vm, VmDriver, VmSpec } from '../driver.ts';
 import { checkBootImage } from '../paths.ts';
 import { buildQemuArgs, MACHINE_TYPES, type MachineType } from './command-line.ts';
 import { hostTscKhz } from './host-tsc.ts';
 import { qemuLayout, type QemuLayout } from './layout.ts';
-import { createOverlay } from './overlay.ts';
+import { createOverlay, prepareRootLayer } from './overlay.ts';
+import { describeForwardFailure } from './port-forward.ts';
 import { isProcessAlive } from './process-alive.ts';
 import { QmpClient } from './qmp-client.ts';
 import { QemuVm } from './qemu-vm.ts';
@@ -48,6 +49,8 @@ interface VmMetadata {
   id: string;
   machine: MachineType;
   accel: string;
+  /** Absent in files written before ports existed. */
+  ports?: PortForward[];
 }
 
 export function parseMachine(value: string): MachineType {
@@ -66,11 +69,33 @@ export function parseAccel(value: string): string {
   );
 }
 
-function tail(path: string, lines = 20): string {
+/** The last lines written to `path` from byte `from` on (qemu.log is appended to across boots). */
+function tail(path: string, from = 0, lines = 20): string {
   try {
-    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const bytes = Buffer.alloc(Math.max(0, size - from));
+      readSync(fd, bytes, 0, bytes.length, from);
+      return bytes.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } finally {
+      closeSync(fd);
+    }
   } catch {
     return '';
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      return fstatSync(fd).size;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return 0;
   }
 }
 
@@ -121,26 +146,32 @@ export class QemuDriver implements VmDriver {
       layout,
       tscKhz: this.machine === 'microvm' ? hostTscKhz() : undefined,
       ...(this.#options.kernelArgs ? { kernelArgs: this.#options.kernelArgs } : {}),
+      ports: spec.ports,
     });
+    const ports = (spec.ports ?? []).map((port) => ({ ...port }));
     // The config holds the agent's private host key.
     writeFileSync(layout.configFile, spec.config, { mode: 0o600 });
-    await createOverlay(
-      spec.rootDisk,
-      layout.rootOverlay,
-      this.#options.qemuImg ?? process.env['TETHER_QEMU_IMG'],
-    );
-    const metadata: VmMetadata = { id: spec.id, machine: this.machine, accel: this.accel };
+    // keepRootLayer: docker restart keeps the container's files, which live in this layer.
+    await prepareRootLayer(spec.rootDisk, layout.rootOverlay, {
+      keep: spec.keepRootLayer === true,
+      create: (base, overlay) =>
+        createOverlay(base, overlay, this.#options.qemuImg ?? process.env['TETHER_QEMU_IMG']),
+    });
+    const metadata: VmMetadata = { id: spec.id, machine: this.machine, accel: this.accel, ports };
     writeFileSync(layout.metadata, JSON.stringify(metadata) + '\n');
+    const logFrom = sizeOf(layout.qemuLog);
     const child = this.#spawn(args, layout);
     let qmp: QmpClient;
     try {
-      qmp = await this.#waitForQmp(child, layout);
+      qmp = await this.#waitForQmp(child, layout, logFrom);
     } catch (error) {
       // A QEMU we cannot control must not run on unseen.
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      const portFailure = await describeForwardFailure(tail(layout.qemuLog, logFrom), ports);
+      if (portFailure) throw new TetherError('TETHER_VM_FAILED', portFailure, { cause: error });
       throw error;
     }
-    return new QemuVm(spec.id, layout, child.pid!, qmp, child);
+    return new QemuVm(spec.id, layout, child.pid!, qmp, { child, ports });
   }
 
   async adopt(stateDir: string): Promise<Vm> {
@@ -160,7 +191,7 @@ export class QemuDriver implements VmDriver {
     if (!Number.isSafeInteger(pid) || !isProcessAlive(pid, layout.qmpSocket))
       throw new TetherError('TETHER_VM_FAILED', `the VM in ${stateDir} is not running (pid ${pid} is gone)`);
     const qmp = await QmpClient.connect(layout.qmpSocket);
-    return new QemuVm(metadata.id, layout, pid, qmp);
+    return new QemuVm(metadata.id, layout, pid, qmp, { ports: metadata.ports ?? [] });
   }
 
   #spawn(args: string[], layout: QemuLayout): ChildProcess {
@@ -180,7 +211,7 @@ export class QemuDriver implements VmDriver {
   }
 
   /** Ready = QMP answers: by then QEMU has created every device and its sockets listen. */
-  async #waitForQmp(child: ChildProcess, layout: QemuLayout): Promise<QmpClient> {
+  async #waitForQmp(child: ChildProcess, layout: QemuLayout, logFrom: number): Promise<QmpClient> {
     const deadline = Date.now() + (this.#options.startTimeoutMs ?? 30_000);
     let spawnError: NodeJS.ErrnoException | undefined;
     child.once('error', (error) => (spawnError = error));
@@ -196,7 +227,7 @@ export class QemuDriver implements VmDriver {
       if (child.exitCode !== null || child.signalCode !== null)
         throw new TetherError(
           'TETHER_VM_FAILED',
-          `QEMU exited at once (${child.exitCode !== null ? `status ${child.exitCode}` : child.signalCode}): ${tail(layout.qemuLog) || 'no message'}`,
+          `QEMU exited at once (${child.exitCode !== null ? `status ${child.exitCode}` : child.signalCode}): ${tail(layout.qemuLog, logFrom) || 'no message'}`,
         );
       if (existsSync(layout.qmpSocket)) {
         try {
@@ -208,7 +239,7 @@ export class QemuDriver implements VmDriver {
       if (Date.now() > deadline) {
         throw new TetherError(
           'TETHER_VM_FAILED',
-          `QEMU did not open its control socket ${layout.qmpSocket} within ${this.#options.startTimeoutMs ?? 30_000} ms: ${tail(layout.qemuLog) || 'no message'}`,
+          `QEMU did not open its control socket ${layout.qmpSocket} within ${this.#options.startTimeoutMs ?? 30_000} ms: ${tail(layout.qemuLog, logFrom) || 'no message'}`,
         );
       }
       await sleep(10);

@@ -6,9 +6,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
-import type { Vm, VmExit, VmInfo } from '../driver.ts';
+import type { PortForward, Vm, VmExit, VmInfo } from '../driver.ts';
+import { LOG_CHARDEV_ID } from './command-line.ts';
 import type { QemuLayout } from './layout.ts';
 import { isProcessAlive } from './process-alive.ts';
 import type { QmpClient } from './qmp-client.ts';
@@ -19,11 +19,32 @@ const PID_POLL_MS = 250;
 const QUIT_GRACE_MS = 5000;
 export const DEFAULT_STOP_GRACE_MS = 15_000;
 
+/**
+ * Whether `promise` settled within `ms`. The timer is cleared as soon as it does: a pending one would hold
+ * the event loop (a caller's process would linger for the whole grace period after the VM ended).
+ */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export interface QemuVmOptions {
+  /** Set when this process started QEMU: its exit event carries the status. */
+  child?: ChildProcess | undefined;
+  ports: PortForward[];
+}
+
 export class QemuVm implements Vm {
   readonly id: string;
   readonly stateDir: string;
   readonly consoleLogPath: string;
   readonly logPortPath: string;
+  readonly ports: PortForward[];
   readonly #layout: QemuLayout;
   readonly #qmp: QmpClient;
   readonly #pid: number;
@@ -34,8 +55,10 @@ export class QemuVm implements Vm {
   #poll: NodeJS.Timeout | undefined;
   #child: ChildProcess | undefined;
 
-  constructor(id: string, layout: QemuLayout, pid: number, qmp: QmpClient, child?: ChildProcess) {
+  constructor(id: string, layout: QemuLayout, pid: number, qmp: QmpClient, options: QemuVmOptions) {
+    const { child } = options;
     this.id = id;
+    this.ports = options.ports;
     this.stateDir = layout.stateDir;
     this.consoleLogPath = layout.consoleLog;
     this.logPortPath = layout.logPort;
@@ -113,8 +136,7 @@ export class QemuVm implements Vm {
     if (!this.#running()) return this.#exit;
     // The ACPI power button; the agent watches it and shuts the container down gracefully.
     await this.#qmp.execute('system_powerdown').catch(() => undefined);
-    const timer = sleep(graceMs, 'timeout' as const);
-    if ((await Promise.race([this.#exit, timer])) !== 'timeout') return this.#exit;
+    if (await settlesWithin(this.#exit, graceMs)) return this.#exit;
     return this.kill();
   }
 
@@ -122,8 +144,7 @@ export class QemuVm implements Vm {
     if (!this.#running()) return this.#exit;
     // quit: QEMU stops the guest at once but still flushes its disk layers and exits cleanly.
     await this.#qmp.execute('quit').catch(() => undefined);
-    const timer = sleep(QUIT_GRACE_MS, 'timeout' as const);
-    if ((await Promise.race([this.#exit, timer])) !== 'timeout') return this.#exit;
+    if (await settlesWithin(this.#exit, QUIT_GRACE_MS)) return this.#exit;
     try {
       if (isProcessAlive(this.#pid, this.#layout.qmpSocket)) process.kill(this.#pid, 'SIGKILL');
     } catch {
@@ -131,6 +152,30 @@ export class QemuVm implements Vm {
     }
     this.#shutdownReason ??= 'killed';
     return this.#exit;
+  }
+
+  /**
+   * QMP chardev-change swaps the log chardev's backend for a new file at the same path; virtio-console
+   * re-attaches the port to it (its be_change handler), between two writes of the guest's data under
+   * QEMU's big lock, so each byte lands in exactly one of the two files. append=on: if the caller did not
+   * move the old file away, nothing in it is lost. A VM that has ended writes nothing: nothing to do.
+   */
+  async reopenLog(): Promise<void> {
+    if (!this.#running()) return;
+    try {
+      await this.#qmp.execute('chardev-change', {
+        id: LOG_CHARDEV_ID,
+        backend: { type: 'file', data: { out: this.logPortPath, append: true } },
+      });
+    } catch (error) {
+      // It ended in between: as above.
+      if (!this.#running()) return;
+      throw new TetherError(
+        'TETHER_VM_FAILED',
+        `cannot reopen the log file ${this.logPortPath} of VM ${this.id}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
   }
 
   release(): void {

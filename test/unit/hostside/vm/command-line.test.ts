@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { isTetherError } from '../../../../protocol/src/errors/errors.ts';
+import type { PortForward } from '../../../../hostside/src/vm/driver.ts';
 import {
   buildQemuArgs,
   escapeOptionValue,
@@ -9,7 +15,14 @@ import {
 } from '../../../../hostside/src/vm/qemu/command-line.ts';
 import { parseCpuinfoTscKhz } from '../../../../hostside/src/vm/qemu/host-tsc.ts';
 import { qemuLayout } from '../../../../hostside/src/vm/qemu/layout.ts';
-import { overlayArgs } from '../../../../hostside/src/vm/qemu/overlay.ts';
+import { overlayArgs, prepareRootLayer, qcow2BackingFile } from '../../../../hostside/src/vm/qemu/overlay.ts';
+import {
+  checkPortForwards,
+  describeForwardFailure,
+  failedForward,
+  probeHostPort,
+  userNetdevOption,
+} from '../../../../hostside/src/vm/qemu/port-forward.ts';
 import { cmdlineMentions } from '../../../../hostside/src/vm/qemu/process-alive.ts';
 
 function input(overrides: Partial<QemuCommandInput> = {}): QemuCommandInput {
@@ -105,7 +118,7 @@ void describe('QEMU command line', () => {
     assert.deepEqual(values(args, '-smp'), ['2']);
     assert.throws(
       () => buildQemuArgs(input({ memoryMiB: 16 })),
-      (e) => isTetherError(e, 'TETHER_VM_FAILED'),
+      (e) => isTetherError(e, 'TETHER_VM_FAILED') && /at least 64, got 16$/.test(e.message),
     );
     assert.throws(
       () => buildQemuArgs(input({ cpus: 0 })),
@@ -189,5 +202,188 @@ void describe('root disk layer and process checks', () => {
     assert.ok(cmdlineMentions(cmdline, '/state/qmp.sock'));
     assert.ok(!cmdlineMentions(cmdline, '/other/qmp.sock'));
     assert.ok(!cmdlineMentions('', '/state/qmp.sock'), 'a zombie has an empty command line');
+  });
+});
+
+void describe('memory sizes (docker run -m)', () => {
+  void it('passes any whole number of MiB from 64 up', () => {
+    for (const mib of [64, 65, 300, 512, 4096, 65536])
+      assert.deepEqual(values(buildQemuArgs(input({ memoryMiB: mib })), '-m'), [String(mib)]);
+  });
+
+  void it('refuses less than 64 MiB or a fraction, naming the value', () => {
+    for (const mib of [0, 32, 63, 100.5, Number.NaN, -512])
+      assert.throws(
+        () => buildQemuArgs(input({ memoryMiB: mib })),
+        (e) =>
+          isTetherError(e, 'TETHER_VM_FAILED') &&
+          e.message === `memory must be a whole number of MiB, at least 64, got ${mib}`,
+        String(mib),
+      );
+  });
+});
+
+const web: PortForward = { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80 };
+
+void describe('published ports', () => {
+  void it('become one hostfwd rule each on the user network, tcp and udp, in order', () => {
+    const ports: PortForward[] = [
+      web,
+      { protocol: 'udp', hostIp: '0.0.0.0', hostPort: 5353, guestPort: 53 },
+      { protocol: 'tcp', hostIp: '10.1.2.3', hostPort: 65535, guestPort: 1 },
+    ];
+    assert.deepEqual(values(buildQemuArgs(input({ ports })), '-netdev'), [
+      'user,id=net,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53,hostfwd=tcp:10.1.2.3:65535-:1',
+    ]);
+    assert.equal(userNetdevOption([]), 'user,id=net');
+    // The same port number over tcp and udp is two different sockets.
+    assert.doesNotThrow(() => checkPortForwards([web, { ...web, protocol: 'udp' }]));
+    assert.doesNotThrow(() => checkPortForwards([web, { ...web, hostIp: '127.0.0.2' }]));
+  });
+
+  void it('are checked before QEMU sees them, naming the bad value', () => {
+    const cases: [Partial<PortForward> | Record<string, unknown>, RegExp][] = [
+      [{ hostPort: 0 }, /^published port #2: host port must be an integer from 1 to 65535, got 0$/],
+      [{ hostPort: 65536 }, /host port .* got 65536$/],
+      [{ hostPort: 80.5 }, /host port .* got 80\.5$/],
+      [{ hostPort: '80' }, /host port .* got "80"$/],
+      [{ guestPort: 0 }, /container port must be an integer from 1 to 65535, got 0$/],
+      [{ guestPort: 100000 }, /container port .* got 100000$/],
+      [{ hostIp: 'localhost' }, /host address must be an IPv4 address, got "localhost"$/],
+      [{ hostIp: '::1' }, /IPv4 address, got "::1"$/],
+      [{ hostIp: '127.0.0.1,hostfwd=tcp::22-:22' }, /IPv4 address, got "127\.0\.0\.1,hostfwd/],
+      [{ hostIp: '256.0.0.1' }, /IPv4 address, got "256\.0\.0\.1"$/],
+      [{ protocol: 'sctp' }, /protocol must be tcp or udp, got "sctp"$/],
+    ];
+    for (const [change, message] of cases)
+      assert.throws(
+        () => buildQemuArgs(input({ ports: [web, { ...web, hostPort: 9000, ...change } as PortForward] })),
+        (e) => isTetherError(e, 'TETHER_VM_FAILED') && message.test(e.message),
+        JSON.stringify(change),
+      );
+  });
+
+  void it('refuse one host port published twice (0.0.0.0 covers every address)', () => {
+    assert.throws(
+      () => checkPortForwards([web, { ...web, guestPort: 81 }]),
+      (e) =>
+        isTetherError(e, 'TETHER_VM_FAILED') &&
+        e.message ===
+          'published port 127.0.0.1:8080->81/tcp uses host port 127.0.0.1:8080/tcp, already published as 127.0.0.1:8080->80/tcp',
+    );
+    assert.throws(
+      () => checkPortForwards([{ ...web, hostIp: '0.0.0.0' }, web]),
+      (e) =>
+        isTetherError(e, 'TETHER_VM_FAILED') &&
+        /already published as 0\.0\.0\.0:8080->80\/tcp/.test(e.message),
+    );
+  });
+
+  void it("match QEMU's forwarding failure back to the port", () => {
+    const log =
+      "qemu-system-x86_64: -netdev user,id=net,hostfwd=tcp:127.0.0.1:8080-:80: Could not set up host forwarding rule 'tcp:127.0.0.1:8080-:80'\n";
+    const other = { ...web, hostPort: 9090 };
+    assert.deepEqual(failedForward(log, [other, web]), web);
+    assert.equal(failedForward(log, [other]), undefined);
+    assert.equal(failedForward('qemu-system-x86_64: -m 1: too small\n', [web]), undefined);
+  });
+
+  void it('say which host port is taken and why, by binding it', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const tcp = { ...web, hostPort: (server.address() as AddressInfo).port };
+    const udpSocket = createSocket('udp4');
+    await new Promise<void>((resolve) => udpSocket.bind(0, '127.0.0.1', resolve));
+    const udp: PortForward = { ...web, protocol: 'udp', hostPort: udpSocket.address().port };
+    try {
+      assert.equal(await probeHostPort(tcp), 'EADDRINUSE');
+      assert.equal(await probeHostPort(udp), 'EADDRINUSE');
+      const log = `x: Could not set up host forwarding rule 'tcp:127.0.0.1:${tcp.hostPort}-:80'\n`;
+      assert.equal(
+        await describeForwardFailure(log, [tcp]),
+        `cannot publish 127.0.0.1:${tcp.hostPort}->80/tcp: host port 127.0.0.1:${tcp.hostPort}/tcp cannot be bound, it is already in use (EADDRINUSE)`,
+      );
+      assert.equal(await describeForwardFailure('x: other failure\n', [tcp]), undefined);
+    } finally {
+      server.close();
+      udpSocket.close();
+    }
+    // Free again (another process raced QEMU for it and let go): still named.
+    const log = `x: Could not set up host forwarding rule 'tcp:127.0.0.1:${tcp.hostPort}-:80'\n`;
+    assert.match((await describeForwardFailure(log, [tcp])) ?? '', /taken when QEMU started$/);
+  });
+});
+
+/** A qcow2 header as qemu-img writes one: magic, version 3, the backing name after the 104-byte header. */
+function qcow2Header(backing?: string): Buffer {
+  const name = Buffer.from(backing ?? '');
+  const header = Buffer.alloc(512 + name.length);
+  header.writeUInt32BE(0x514649fb, 0);
+  header.writeUInt32BE(3, 4);
+  if (backing !== undefined) {
+    header.writeBigUInt64BE(512n, 8);
+    header.writeUInt32BE(name.length, 16);
+    name.copy(header, 512);
+  }
+  return header;
+}
+
+void describe('root layer kept across boots (keepRootLayer)', () => {
+  void it('reads the backing file a qcow2 header names', () => {
+    assert.equal(qcow2BackingFile(qcow2Header('/cache/base.img')), '/cache/base.img');
+    assert.equal(qcow2BackingFile(qcow2Header()), undefined);
+    assert.throws(() => qcow2BackingFile(Buffer.alloc(512)), /not a qcow2 image/);
+  });
+
+  void it('keeps an existing layer over the same base; makes a fresh one otherwise', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-layer-'));
+    try {
+      const base = join(dir, 'base.img');
+      const overlay = join(dir, 'root.qcow2');
+      const made: string[] = [];
+      const create = (from: string, to: string): Promise<void> => {
+        made.push(`${from} -> ${to}`);
+        writeFileSync(to, qcow2Header(from));
+        return Promise.resolve();
+      };
+      // First boot: nothing to keep yet, even when asked.
+      assert.equal(await prepareRootLayer(base, overlay, { keep: true, create }), 'created');
+      assert.deepEqual(made, [`${base} -> ${overlay}`]);
+      // The container writes into its layer; a restart with keep uses the file as it is.
+      const written = Buffer.concat([qcow2Header(base), Buffer.from('container files')]);
+      writeFileSync(overlay, written);
+      assert.equal(await prepareRootLayer(base, overlay, { keep: true, create }), 'kept');
+      assert.equal(made.length, 1, 'no new layer');
+      assert.deepEqual(readFileSync(overlay), written);
+      // Without keep (docker run again, or an old caller): a fresh layer, as before.
+      assert.equal(await prepareRootLayer(base, overlay, { keep: false, create }), 'created');
+      assert.equal(made.length, 2);
+      assert.deepEqual(readFileSync(overlay), qcow2Header(base));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  void it('refuses to keep a layer over another image, or a file that is not a layer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-layer-'));
+    try {
+      const overlay = join(dir, 'root.qcow2');
+      const create = (): Promise<void> => Promise.reject(new Error('must not be called'));
+      writeFileSync(overlay, qcow2Header('/images/old.img'));
+      await assert.rejects(
+        prepareRootLayer('/images/new.img', overlay, { keep: true, create }),
+        (e) =>
+          isTetherError(e, 'TETHER_VM_FAILED') &&
+          e.message ===
+            `cannot keep the root disk layer ${overlay}: it lies over /images/old.img, not /images/new.img`,
+      );
+      writeFileSync(overlay, 'not qcow2 at all, but long enough to have a header');
+      await assert.rejects(
+        prepareRootLayer('/images/new.img', overlay, { keep: true, create }),
+        (e) => isTetherError(e, 'TETHER_VM_FAILED') && /bad magic/.test(e.message),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
