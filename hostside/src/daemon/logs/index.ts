@@ -1,0 +1,43 @@
+/** The log side of tetherd: the store of a container's log files, readers, attach fan-out, rotation. */
+export {
+  DOCKER_HEADER_BYTES,
+  DOCKER_STDERR,
+  DOCKER_STDIN,
+  DOCKER_STDOUT,
+  DockerFrameDecoder,
+  encodeDockerFrame,
+  formatDockerTimestamp,
+  parseDockerTime,
+  type DockerFrame,
+  type DockerStreamType,
+} from './docker-stream.ts';
+export {
+  BoundaryTracker,
+  headerAt,
+  resyncFrom,
+  walkFrames,
+  type FrameHeader,
+  type WalkResult,
+} from './frame-scan.ts';
+export { LineSplitter, MAX_LINE_BYTES } from './line-splitter.ts';
+export {
+  DEFAULT_MAX_BYTES,
+  DEFAULT_MAX_FILES,
+  LIVE_FILE_NAME,
+  LogStore,
+  MAX_SEGMENTS,
+  type CrashHook,
+  type FileRecord,
+  type LogFileRef,
+  type LogStoreOptions,
+  type LogStoreView,
+} from './log-store.ts';
+export { DEFAULT_CHUNK_BYTES, readLogs, type LogEntry, type ReadLogsOptions } from './log-reader.ts';
+export {
+  DEFAULT_QUEUE_BYTES,
+  LogFollower,
+  LogSubscription,
+  type SubscribeOptions,
+  type SubscriptionEnd,
+} from './log-follower.ts';
+export { startRotation, type Rotation, type RotationOptions } from './rotation.ts';
