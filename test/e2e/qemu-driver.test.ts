@@ -197,7 +197,7 @@ describe('the QEMU driver under real QEMU', { timeout: 240_000 }, () => {
     );
   });
 
-  it('keeps the container root layer when restarted with keepRootLayer', async (t) => {
+  it('keeps the container root layer when restarted with keepRootLayer; adopt() knows the ports', async (t) => {
     if (!vm || !spec) return t.skip('no VM');
     vm.release();
     vm = await driver.start({ ...spec, keepRootLayer: true });
@@ -206,6 +206,10 @@ describe('the QEMU driver under real QEMU', { timeout: 240_000 }, () => {
       return out.includes('n=0\n') ? out : undefined;
     });
     assert.match(text, /^kept:first-boot\n/);
+    // Another process (a restarted tetherd) takes the VM over: it learns the published ports from vm.json.
+    vm.release();
+    vm = await driver.adopt(stateDir);
+    assert.deepEqual(vm.ports, spec.ports);
     assert.equal((await vm.kill()).reason, 'host-qmp-quit');
   });
 

@@ -159,6 +159,8 @@ export class QemuVm implements Vm {
    * re-attaches the port to it (its be_change handler), between two writes of the guest's data under
    * QEMU's big lock, so each byte lands in exactly one of the two files. append=on: if the caller did not
    * move the old file away, nothing in it is lost. A VM that has ended writes nothing: nothing to do.
+   * QEMU 7.2 refuses the swap while the VM is paused ("Chardev user does not support chardev hotswap":
+   * virtio-serial drops the port's handlers when the VM stops); on any refusal the old file stays in use.
    */
   async reopenLog(): Promise<void> {
     if (!this.#running()) return;
@@ -170,9 +172,17 @@ export class QemuVm implements Vm {
     } catch (error) {
       // It ended in between: as above.
       if (!this.#running()) return;
+      const state = await this.#qmp.execute<{ status?: string }>('query-status').then(
+        (status) => status.status,
+        () => undefined,
+      );
+      const paused =
+        state !== undefined && state !== 'running'
+          ? ` (the VM is ${state}; QEMU swaps the file only while it runs)`
+          : '';
       throw new TetherError(
         'TETHER_VM_FAILED',
-        `cannot reopen the log file ${this.logPortPath} of VM ${this.id}: ${(error as Error).message}`,
+        `cannot reopen the log file ${this.logPortPath} of VM ${this.id}${paused}: ${(error as Error).message}; output still goes to the previous file`,
         { cause: error },
       );
     }
