@@ -11,7 +11,7 @@ IMAGE_AGENT ?= build/test/fake-agent
 INITRAMFS_COMPRESSION ?= gzip
 
 .PHONY: image
-image: $(IMAGE_DIR)/vmlinuz $(IMAGE_DIR)/initramfs.cpio.gz $(IMAGE_DIR)/runtime.img $(IMAGE_DIR)/busybox.img ## boot image: kernel, initramfs, runtime disk, busybox test disk
+image: $(IMAGE_DIR)/vmlinuz $(IMAGE_DIR)/initramfs.cpio.gz $(IMAGE_DIR)/runtime.img $(IMAGE_DIR)/busybox.img $(IMAGE_DIR)/busybox-image.tar ## boot image: kernel, initramfs, runtime disk, busybox test disk
 	@printf '%-34s %12s bytes\n' vmlinuz $$(stat -c %s $(IMAGE_DIR)/vmlinuz) \
 		initramfs.cpio.gz $$(stat -c %s $(IMAGE_DIR)/initramfs.cpio.gz) \
 		"agent ($(IMAGE_AGENT))" $$(stat -c %s $(IMAGE_AGENT)) \
@@ -48,3 +48,7 @@ build/test/fake-agent: init-image/test/fake-agent.c
 
 build/test/runtime-fake.img: build/test/fake-agent bin/tether-exec $(IMAGE_DIR)/vmlinuz init-image/build-runtime.sh $(IMAGE_SCRIPTS)
 	TETHER_KERNEL_ROOT=build/kernel/root init-image/build-runtime.sh build/test/fake-agent bin/tether-exec $@
+
+# The busybox root filesystem as a one-layer image in `docker save` form (tether/busybox:latest), for `docker load`.
+$(IMAGE_DIR)/busybox-image.tar: $(IMAGE_DIR)/busybox.tar init-image/make-docker-image.mjs
+	node init-image/make-docker-image.mjs $< $@
