@@ -21,12 +21,12 @@ import type { Readable } from 'node:stream';
 import * as v from 'valibot';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
 import { tarToExt4Script } from '../../vm/paths.ts';
-import { rootfsImage } from '../../vm/rootfs.ts';
 import { spoolArchive } from './archive.ts';
 import { fsyncPath, fsyncTree, publishDirectory, writeFileDurable } from './durable.ts';
 import { flatSize, LayerTree } from './layer-tree.ts';
 import { plainLayer, scanLayer, writeFlatTar } from './layers.ts';
 import { planImages, type PlannedImage } from './plan.ts';
+import { buildRootDisk } from './root-disk.ts';
 import { fullImageId, idPrefix, normalizeRepoTag, repoTagFor, shortId } from './reference.ts';
 import { ImageConfigDocument, parseDocument } from './schemas.ts';
 
@@ -318,7 +318,7 @@ export class ImageStore {
 
   #makeRootDisk(flatTar: string, workDir: string): Promise<string> {
     if (this.#options.makeRootDisk) return this.#options.makeRootDisk(flatTar, workDir);
-    return rootfsImage(flatTar, { cacheDir: workDir, script: this.#options.script ?? tarToExt4Script() });
+    return buildRootDisk(this.#options.script ?? tarToExt4Script(), flatTar, workDir);
   }
 
   #find(ref: string): StoredImage {

@@ -162,8 +162,16 @@ async function copyRange(handle: FileHandle, start: number, size: number, sink: 
     left -= bytesRead;
     if (!sink.write(buffer.subarray(0, bytesRead)))
       await new Promise<void>((resolve, reject) => {
-        sink.once('drain', () => resolve());
-        sink.once('error', reject);
+        const onError = (error: Error): void => {
+          sink.off('drain', onDrain);
+          reject(error);
+        };
+        const onDrain = (): void => {
+          sink.off('error', onError);
+          resolve();
+        };
+        sink.once('drain', onDrain);
+        sink.once('error', onError);
       });
   }
   sink.end(undefined);
