@@ -235,6 +235,13 @@ export class ImageStore {
         if (this.#images.has(plan.id) || staged.has(hex)) continue;
         staged.set(hex, await this.#build(plan, work, onProgress));
       }
+      // From here on nothing awaits, so no other call can slip in between the check and the commit.
+      for (const plan of plans)
+        if (!this.#images.has(plan.id) && !staged.has(plan.id.slice('sha256:'.length)))
+          throw new TetherError(
+            'TETHER_CONFLICT',
+            `image ${plan.id} was removed while this load was running: load the archive again`,
+          );
       // Commit: images first, then the tags that name them.
       for (const [hex, { dir, size }] of staged) {
         const final = join(this.#dir, hex);
