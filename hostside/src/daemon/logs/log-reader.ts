@@ -6,7 +6,8 @@
  * open file whatever its name becomes, or on the directory while the live file does not exist yet) and by
  * the store's own change events; nothing polls. Memory stays bounded: the files are read in chunks of
  * `chunkBytes` (a frame larger than that gets a buffer of its size, at most 1 MiB + 14), frames are views
- * into those chunks, and `tail` keeps N lines (each at most MAX_LINE_BYTES, copied out of the chunk).
+ * into those chunks, and `tail` keeps N lines (each at most MAX_LINE_BYTES): views into the current chunk
+ * while it is being walked, copied out of it only if they are still among the last N when it is done.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -43,11 +44,11 @@ export interface ReadLogsOptions {
    * (attach before `docker start`). Without it, a follow of a stopped container reads what is there.
    */
   waitForRun?: boolean;
-  /** Read size; 256 KiB by default. */
+  /** Read size; 1 MiB by default (the largest frame fits in one read). */
   chunkBytes?: number;
 }
 
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
 /** Coalesces wake-ups: a wake() before wait() is not lost. */
 class Waker {
@@ -245,9 +246,13 @@ async function* scanStore(store: LogStore, options: ScanOptions): AsyncGenerator
         sealedChecked = false;
         continue;
       }
+      const size = (await handle.stat()).size;
       await closeFile();
       if (next.continues && next.seq === cur.seq + 1) {
-        pos = 0; // the same byte stream: `rest` holds the start of a frame that goes on in `next`
+        // The same byte stream: `rest` holds the start of a frame that goes on in `next`. A position past
+        // the end (a kept file whose `start` lies beyond it: all of it is the middle of one frame) carries
+        // on into the next file.
+        pos = Math.max(0, pos - size);
       } else {
         rest = Buffer.alloc(0);
         pos = next.start ?? 0;
@@ -302,7 +307,7 @@ export async function* readLogs(store: LogStore, options: ReadLogsOptions): Asyn
       return;
     }
     if (since !== undefined && entry.timestampMs < since) return;
-    if (inHistory) ring.push({ ...entry, data: Buffer.from(entry.data) });
+    if (inHistory) ring.push(entry);
     else entries.push(entry);
   };
   const flushLines = (entries: LogEntry[]): void => {
@@ -342,6 +347,7 @@ export async function* readLogs(store: LogStore, options: ReadLogsOptions): Asyn
       entries.push(...ring.drain());
       inHistory = false;
     }
+    ring.detach(); // the next chunk is another buffer: let this one go
     for (const entry of entries) yield entry;
     if (stop) break;
   }
@@ -352,11 +358,17 @@ export async function* readLogs(store: LogStore, options: ReadLogsOptions): Asyn
   for (const entry of entries) yield entry;
 }
 
-/** The last `capacity` entries pushed. */
+/**
+ * The last `capacity` entries pushed. Entries come in as views into the chunk being walked; detach()
+ * copies the ones pushed since the last call that are still kept, so the ring never pins an old chunk
+ * and each entry is copied at most once (for tail 100 over 1 MiB chunks: 100 copies per chunk).
+ */
 class TailRing {
   readonly #capacity: number;
   #items: LogEntry[] = [];
   #head = 0;
+  /** How many of the newest entries are still views. */
+  #views = 0;
 
   constructor(capacity: number) {
     this.#capacity = capacity;
@@ -370,12 +382,25 @@ class TailRing {
       this.#items[this.#head] = entry;
       this.#head = (this.#head + 1) % this.#capacity;
     }
+    this.#views = Math.min(this.#views + 1, this.#items.length);
+  }
+
+  detach(): void {
+    const length = this.#items.length;
+    for (let k = 1; k <= this.#views; k++) {
+      // The newest entry sits just before head (or at the end while the ring fills).
+      const index = (((this.#head - k) % length) + length) % length;
+      const entry = this.#items[index]!;
+      this.#items[index] = { ...entry, data: Buffer.from(entry.data) };
+    }
+    this.#views = 0;
   }
 
   drain(): LogEntry[] {
     const out = [...this.#items.slice(this.#head), ...this.#items.slice(0, this.#head)];
     this.#items = [];
     this.#head = 0;
+    this.#views = 0;
     return out;
   }
 }

@@ -225,6 +225,32 @@ void describe('readLogs with follow', () => {
     assert.ok(Date.now() - started >= 90, 'ended by the until timer, not before');
   });
 
+  void it('a kept file that is all the middle of one frame passes the rest of the skip on', async (t) => {
+    // The counterexample fast-check found: after a prune, the first kept file starts (29) beyond its
+    // own end (13 bytes), and the file after it (1 byte) is still inside the same frame.
+    const { store, hv } = await bootedStore(tempDir(t));
+    const bytes = bytesOf([frame(''), frame(Buffer.from([0])), frame(Buffer.alloc(16, 0x7e))]);
+    hv.write(bytes.subarray(0, 1));
+    await store.rotate(() => hv.reopen(bytes.subarray(1, 30)));
+    hv.write(bytes.subarray(30, 43));
+    await store.rotate(hv.reopen);
+    await store.rotate(() => hv.reopen(bytes.subarray(43, 44)));
+    hv.write(bytes.subarray(44));
+    hv.writeFrames([frame('next')]);
+    hv.halt();
+    store.markStopped();
+    await store.prune(1, 3);
+    assert.deepEqual(
+      store.view().files.map((f) => [f.seq, f.start]),
+      [
+        [2, 29],
+        [3, 16],
+        [4, 15],
+      ],
+    );
+    assert.deepEqual(texts(await collect(readLogs(store, { follow: false }))), ['next']);
+  });
+
   void it('a reader overtaken by a prune goes on from the oldest file left', async (t) => {
     const { store, hv } = await bootedStore(tempDir(t));
     for (const name of ['s1', 's2', 's3']) {
