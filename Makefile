@@ -25,7 +25,7 @@ help: ## show this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 .PHONY: build
-build: bin/tether bin/tetherctl bin/tether-exec ## build the agent, tetherctl and the exec helper into bin/
+build: bin/tether bin/tetherctl bin/tetherd bin/tether-exec ## build the agent, tetherctl, tetherd and the exec helper into bin/
 
 bin/tether: node_modules/.package-lock.json $(TS_SOURCES)
 	@mkdir -p bin
@@ -36,6 +36,12 @@ bin/tetherctl: node_modules/.package-lock.json $(TS_SOURCES)
 	@mkdir -p bin
 	$(ESBUILD) hostside/src/cli/tetherctl.ts $(ESBUILD_FLAGS) --outfile=dist/tetherctl.cjs
 	printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../dist/tetherctl.cjs" "$$@"\n' > $@ && chmod +x $@
+
+# pino and ws stay in node_modules: their optional native add-ons and worker files do not bundle.
+bin/tetherd: node_modules/.package-lock.json $(TS_SOURCES)
+	@mkdir -p bin
+	$(ESBUILD) hostside/src/cli/tetherd.ts $(ESBUILD_FLAGS) --external:pino --external:ws --outfile=dist/tetherd.cjs
+	printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../dist/tetherd.cjs" "$$@"\n' > $@ && chmod +x $@
 
 bin/tether-exec: native/tether-exec.c
 	@mkdir -p bin

@@ -1,13 +1,16 @@
 /** tetherctl: the host-side command line for what the docker CLI cannot show. */
 import { describeError, isTetherError } from '../../../protocol/src/errors/errors.ts';
 import { AGENT_USAGE, runAgentCommand } from './agent-command.ts';
+import { DAEMON_USAGE, runHealthCommand, runVmListCommand } from './daemon-command.ts';
 import { runVmCommand, VM_USAGE } from './vm-command.ts';
 
 const USAGE = `usage: tetherctl <group> ...
 
 ${AGENT_USAGE}
 
-${VM_USAGE}`;
+${VM_USAGE}
+
+${DAEMON_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [group, ...rest] = argv;
@@ -15,7 +18,9 @@ async function main(argv: string[]): Promise<number> {
     case 'agent':
       return runAgentCommand(rest);
     case 'vm':
-      return runVmCommand(rest);
+      return rest[0] === 'ls' ? runVmListCommand(rest.slice(1)) : runVmCommand(rest);
+    case 'health':
+      return runHealthCommand(rest);
     case undefined:
     case '-h':
     case '--help':

@@ -18,6 +18,12 @@ export interface RunConfigInput {
   user?: string | undefined;
   tty?: boolean;
   openStdin?: boolean;
+  /** Docker's StdinOnce: the process's stdin closes when the first attached client ends its input. */
+  stdinOnce?: boolean;
+  /** Default: the id's first 12 characters, as Docker does. */
+  hostname?: string | undefined;
+  stopSignal?: string | undefined;
+  stopTimeoutSeconds?: number | undefined;
   network: NonNullable<AgentConfig['network']>;
   agentHostKey: string;
   clientPublicKey: string;
@@ -46,7 +52,7 @@ export function containerEnv(user: readonly string[], hostname: string, tty: boo
 
 /** Builds and validates the config; throws TETHER_CONFIG_INVALID naming any bad field (e.g. -w relative). */
 export function buildRunConfig(input: RunConfigInput): AgentConfig {
-  const hostname = hostnameOf(input.id);
+  const hostname = input.hostname ?? hostnameOf(input.id);
   const tty = input.tty ?? false;
   const config: AgentConfig = {
     version: CONFIG_VERSION,
@@ -60,7 +66,9 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
       tty,
       openStdin: input.openStdin ?? false,
       // docker run -i: the stdin of `echo hi | run -i cat` ends when the piped input does.
-      stdinOnce: input.openStdin ?? false,
+      stdinOnce: input.stdinOnce ?? input.openStdin ?? false,
+      ...(input.stopSignal !== undefined ? { stopSignal: input.stopSignal } : {}),
+      ...(input.stopTimeoutSeconds !== undefined ? { stopTimeoutSeconds: input.stopTimeoutSeconds } : {}),
     },
     storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
     network: input.network,

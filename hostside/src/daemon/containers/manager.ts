@@ -1,0 +1,861 @@
+/**
+ * The containers of one tetherd: create, start (a VM boot through any VmDriver), stop, kill, restart,
+ * remove, wait, and re-adoption of running VMs when tetherd starts again. Every state change is written
+ * atomically before it is acted on where a crash could otherwise leave a VM nobody owns:
+ *
+ *   create   containers/.new-<id>/ is filled, then renamed to containers/<id>/ (whole or absent)
+ *   start    the VM lives in the container's directory, so a tetherd killed between spawning QEMU and
+ *            recording "running" finds the VM there on its next start and adopts it
+ *   remove   the record says "removing", the VM is killed, the directory is renamed to .trash-<id> and
+ *            deleted; a crash at any point is finished on the next start
+ *
+ * The exit of a boot comes, in order of trust, from the agent over the channel, from the agent's status
+ * records on the console (which also serves a tetherd that was down when the process ended), and last from
+ * how the VM ended.
+ */
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { encodeConfig } from '../../../../protocol/src/config/config.ts';
+import { describeError, isTetherError, TetherError } from '../../../../protocol/src/errors/errors.ts';
+import type { ChannelClient, ExitResult } from '../../channel/client.ts';
+import { connectVmChannel } from '../../vm/channel-connect.ts';
+import { exitFromRecords, fatalBootRecord } from '../../vm/console-status.ts';
+import { ConsoleWatcher } from '../../vm/console-watcher.ts';
+import type { PortForward, Vm, VmDriver, VmExit } from '../../vm/driver.ts';
+import type { BootImagePaths } from '../../vm/paths.ts';
+import { buildRunConfig, newContainerId } from '../../vm/run-config.ts';
+import { LogStore, startRotation } from '../logs/index.ts';
+import { publishDirectory, readJson } from '../state/atomic-file.ts';
+import { Container, RECORD_FILE, type Boot } from './container.ts';
+import type { EventBus } from './events.ts';
+import { createContainerKeys, loadContainerKeys } from './keys.ts';
+import { generateName, validateName } from './names.ts';
+import {
+  initialState,
+  processArgv,
+  ZERO_TIME,
+  type ContainerConfig,
+  type ContainerHostConfig,
+  type ContainerRecord,
+} from './record.ts';
+
+/** Under TCG a VM takes seconds to boot; a loaded CI machine may take much longer. */
+export const DEFAULT_BOOT_TIMEOUT_MS = 180_000;
+const MIB = 1024 * 1024;
+export const MIN_MEMORY_BYTES = 64 * MIB;
+/** Docker's json-file driver is unbounded by default; ours is bounded, like Docker's `local` driver. */
+export const DEFAULT_LOG_MAX_BYTES = 20 * MIB;
+export const DEFAULT_LOG_MAX_FILES = 5;
+/** After a process's exit status arrives, the agent flushes and powers off; past this, the host stops it. */
+const POWER_OFF_WAIT_MS = 30_000;
+const KILL_WAIT_MS = 10_000;
+
+export interface ImageForContainer {
+  id: string;
+  repoTags: string[];
+  rootDisk: string;
+  config: {
+    Env?: string[] | null;
+    Cmd?: string[] | null;
+    Entrypoint?: string[] | null;
+    WorkingDir?: string;
+    User?: string;
+    ExposedPorts?: Record<string, unknown> | null;
+    Labels?: Record<string, string> | null;
+    StopSignal?: string;
+  };
+}
+
+export interface ImageResolver {
+  resolve(ref: string): ImageForContainer;
+}
+
+export interface CreateRequest {
+  name?: string | undefined;
+  image: string;
+  cmd?: string[] | undefined;
+  entrypoint?: string[] | undefined;
+  env?: string[] | undefined;
+  workingDir?: string | undefined;
+  user?: string | undefined;
+  tty?: boolean | undefined;
+  openStdin?: boolean | undefined;
+  stdinOnce?: boolean | undefined;
+  attachStdin?: boolean | undefined;
+  attachStdout?: boolean | undefined;
+  attachStderr?: boolean | undefined;
+  labels?: Record<string, string> | undefined;
+  exposedPorts?: string[] | undefined;
+  hostname?: string | undefined;
+  stopSignal?: string | undefined;
+  stopTimeout?: number | undefined;
+  hostConfig?: Partial<ContainerHostConfig> | undefined;
+}
+
+export type WaitCondition = 'not-running' | 'next-exit' | 'removed';
+
+export interface WaitResult {
+  StatusCode: number;
+  Error?: { Message: string };
+}
+
+export interface ManagerOptions {
+  root: string;
+  driver: VmDriver;
+  bootImage: BootImagePaths;
+  images: ImageResolver;
+  events: EventBus;
+  logger: Logger;
+  bootTimeoutMs?: number;
+}
+
+interface Waiter {
+  condition: WaitCondition;
+  resolve: (result: WaitResult) => void;
+}
+
+function noSuchContainer(ref: string): TetherError {
+  return new TetherError('TETHER_NO_SUCH_CONTAINER', `No such container: ${ref}`);
+}
+
+/** Picks a free loopback port for `-p 80` (no host port given), as Docker does. */
+function freePort(hostIp: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, hostIp, () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+export class ContainerManager {
+  readonly #options: ManagerOptions;
+  readonly #dir: string;
+  readonly #containers = new Map<string, Container>();
+  readonly #waiters = new Map<string, Waiter[]>();
+  readonly #log: Logger;
+  #closed = false;
+
+  private constructor(options: ManagerOptions) {
+    this.#options = options;
+    this.#dir = join(options.root, 'containers');
+    this.#log = options.logger;
+  }
+
+  /** Loads every container, finishes interrupted creates and removes, and re-adopts running VMs. */
+  static async open(options: ManagerOptions): Promise<ContainerManager> {
+    const manager = new ContainerManager(options);
+    mkdirSync(manager.#dir, { recursive: true });
+    await manager.#load();
+    return manager;
+  }
+
+  get events(): EventBus {
+    return this.#options.events;
+  }
+
+  get driver(): VmDriver {
+    return this.#options.driver;
+  }
+
+  list(): Container[] {
+    return [...this.#containers.values()].sort((a, b) => b.record.created.localeCompare(a.record.created));
+  }
+
+  /** By full id, name (with or without Docker's leading slash), or unambiguous id prefix. */
+  find(ref: string): Container {
+    const exact = this.#containers.get(ref);
+    if (exact) return exact;
+    const name = ref.replace(/^\//, '');
+    for (const container of this.#containers.values()) if (container.record.name === name) return container;
+    if (/^[0-9a-f]{1,64}$/.test(ref)) {
+      const matches = [...this.#containers.values()].filter((c) => c.id.startsWith(ref));
+      if (matches.length === 1) return matches[0]!;
+      if (matches.length > 1)
+        throw new TetherError(
+          'TETHER_INVALID_PARAMETER',
+          `multiple containers found with provided prefix: ${ref}; give more of the id`,
+        );
+    }
+    throw noSuchContainer(ref);
+  }
+
+  // ---------------------------------------------------------------------------------------------- create
+
+  async create(request: CreateRequest): Promise<Container> {
+    const image = this.#options.images.resolve(request.image);
+    const name = request.name ? validateName(request.name) : this.#unusedName();
+    for (const other of this.#containers.values())
+      if (other.record.name === name)
+        throw new TetherError(
+          'TETHER_NAME_CONFLICT',
+          `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
+        );
+    const host = request.hostConfig ?? {};
+    const memoryBytes = host.memoryBytes ?? 0;
+    if (memoryBytes !== 0 && memoryBytes < MIN_MEMORY_BYTES)
+      throw new TetherError(
+        'TETHER_INVALID_PARAMETER',
+        `Minimum memory limit allowed is 64MB: each container is a VM that needs room for its kernel and agent (got ${memoryBytes} bytes)`,
+      );
+    const imageConfig = image.config;
+    const entrypoint = request.entrypoint ?? imageConfig.Entrypoint ?? [];
+    // Docker: a new entrypoint drops the image's Cmd unless a command is given too.
+    const cmd = request.cmd ?? (request.entrypoint ? [] : (imageConfig.Cmd ?? []));
+    if (entrypoint.length + cmd.length === 0)
+      throw new TetherError('TETHER_INVALID_PARAMETER', 'no command specified');
+    const config: ContainerConfig = {
+      entrypoint,
+      cmd,
+      env: mergeEnv(imageConfig.Env ?? [], request.env ?? []),
+      ...optional('workingDir', request.workingDir || imageConfig.WorkingDir || undefined),
+      ...optional('user', request.user || imageConfig.User || undefined),
+      tty: request.tty ?? false,
+      openStdin: request.openStdin ?? false,
+      stdinOnce: request.stdinOnce ?? false,
+      attachStdin: request.attachStdin ?? false,
+      attachStdout: request.attachStdout ?? true,
+      attachStderr: request.attachStderr ?? true,
+      labels: { ...(imageConfig.Labels ?? {}), ...(request.labels ?? {}) },
+      exposedPorts: [
+        ...new Set([...Object.keys(imageConfig.ExposedPorts ?? {}), ...(request.exposedPorts ?? [])]),
+      ],
+      ...optional('stopSignal', request.stopSignal ?? imageConfig.StopSignal),
+      ...optional('stopTimeout', request.stopTimeout),
+      ...optional('hostname', request.hostname || undefined),
+    };
+    const id = newContainerId();
+    const record: ContainerRecord = {
+      id,
+      name,
+      created: new Date().toISOString(),
+      image: request.image,
+      imageId: image.id,
+      rootDisk: image.rootDisk,
+      config,
+      hostConfig: {
+        autoRemove: host.autoRemove ?? false,
+        memoryBytes,
+        portBindings: host.portBindings ?? [],
+        logMaxBytes: host.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
+        logMaxFiles: host.logMaxFiles ?? DEFAULT_LOG_MAX_FILES,
+        restartPolicy: host.restartPolicy ?? 'no',
+      },
+      state: initialState(),
+      ports: [],
+      restartCount: 0,
+      bootCount: 0,
+    };
+    const prepared = join(this.#dir, `.new-${id}`);
+    const final = join(this.#dir, id);
+    mkdirSync(prepared, { recursive: true, mode: 0o700 });
+    try {
+      const keys = createContainerKeys(prepared, id);
+      const placeholder = new Container(record, prepared, keys, undefined);
+      placeholder.persist();
+      publishDirectory(prepared, final);
+      const container = new Container(record, final, keys, await LogStore.open(final));
+      this.#containers.set(id, container);
+      this.#log.info({ container: id, name, image: request.image }, 'container created');
+      this.#options.events.publish('container', 'create', id, { name, image: request.image });
+      return container;
+    } catch (error) {
+      rmSync(prepared, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  #unusedName(): string {
+    const taken = new Set([...this.#containers.values()].map((c) => c.record.name));
+    for (;;) {
+      const name = generateName();
+      if (!taken.has(name)) return name;
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------- start
+
+  /** Boots the container's VM; false when it was already running (Docker's 304). */
+  start(ref: string): Promise<boolean> {
+    const container = this.find(ref);
+    return container.serialize(() => this.#start(container));
+  }
+
+  async #start(container: Container): Promise<boolean> {
+    if (container.running) return false;
+    if (container.record.state.status === 'removing')
+      throw new TetherError('TETHER_NAME_CONFLICT', `container ${container.id} is being removed`);
+    const record = container.record;
+    const ports = await this.#resolvePorts(record);
+    const config = buildRunConfig({
+      id: record.id,
+      argv: processArgv(record.config),
+      env: record.config.env,
+      cwd: record.config.workingDir,
+      user: record.config.user,
+      tty: record.config.tty,
+      openStdin: record.config.openStdin,
+      stdinOnce: record.config.stdinOnce,
+      hostname: record.config.hostname,
+      stopSignal: record.config.stopSignal,
+      stopTimeoutSeconds: record.config.stopTimeout,
+      network: this.#options.driver.guestNetwork(),
+      agentHostKey: container.keys.agentHostKey,
+      clientPublicKey: container.keys.clientPublicKey,
+    });
+    await container.logs.beginBoot();
+    const boot: Boot = {
+      number: record.bootCount + 1,
+      t0: performance.now(),
+      timeline: [],
+      channelState: 'none',
+      ended: false,
+    };
+    container.boot = boot;
+    let vm: Vm;
+    try {
+      vm = await this.#options.driver.start({
+        id: record.id,
+        stateDir: container.dir,
+        ...this.#options.bootImage,
+        rootDisk: record.rootDisk,
+        config: encodeConfig(config),
+        keepRootLayer: record.bootCount > 0,
+        ports,
+        ...(record.hostConfig.memoryBytes
+          ? { memoryMiB: Math.ceil(record.hostConfig.memoryBytes / MIB) }
+          : {}),
+      });
+    } catch (error) {
+      boot.ended = true;
+      container.update((r) => {
+        r.state = {
+          ...r.state,
+          status: 'exited',
+          exitCode: 128,
+          error: describeError(error),
+          finishedAt: new Date().toISOString(),
+        };
+      });
+      this.#log.error({ container: record.id, err: describeError(error) }, 'VM start failed');
+      throw error;
+    }
+    const info = await vm.inspect();
+    container.update((r) => {
+      r.bootCount += 1;
+      r.ports = ports;
+      r.state = {
+        ...r.state,
+        status: 'running',
+        pid: info.pid ?? 0,
+        exitCode: 0,
+        error: '',
+        oomKilled: false,
+        startedAt: new Date().toISOString(),
+        finishedAt: ZERO_TIME,
+      };
+    });
+    this.#log.info({ container: record.id, pid: info.pid, boot: boot.number }, 'container started');
+    this.#options.events.publish('container', 'start', record.id, this.#attributes(container));
+    this.#watch(container, boot, vm);
+    return true;
+  }
+
+  async #resolvePorts(record: ContainerRecord): Promise<PortForward[]> {
+    const out: PortForward[] = [];
+    for (const binding of record.hostConfig.portBindings) {
+      const [port, protocol = 'tcp'] = binding.containerPort.split('/');
+      const guestPort = Number(port);
+      if (protocol !== 'tcp' && protocol !== 'udp')
+        throw new TetherError('TETHER_INVALID_PARAMETER', `unsupported protocol ${protocol} in -p`);
+      const hostIp = binding.hostIp || '127.0.0.1';
+      const hostPort = binding.hostPort ? Number(binding.hostPort) : await freePort(hostIp);
+      out.push({ protocol, hostIp, hostPort, guestPort });
+    }
+    return out;
+  }
+
+  /** Follows one boot: console records, the shared channel, the exit monitor, the VM's end. */
+  #watch(container: Container, boot: Boot, vm: Vm): void {
+    boot.vm = vm;
+    boot.timeline.push({ source: 'host', hostMs: 0, text: `VM running (${this.#options.driver.name})` });
+    boot.console = new ConsoleWatcher(vm.consoleLogPath, (seen) => {
+      boot.timeline.push({ source: 'guest', hostMs: seen.seenAt - boot.t0, record: seen.record });
+      const fatal = fatalBootRecord([seen.record]);
+      if (fatal && !boot.fatal) {
+        boot.fatal = fatal;
+        this.#log.warn({ container: container.id, stage: fatal.stage, detail: fatal.detail }, 'boot failed');
+        // The agent stays up to report a bad config; nothing will run, so the VM goes.
+        void vm.kill().catch(() => undefined);
+      }
+    });
+    container.logs.markRunning();
+    boot.rotation = startRotation(container.logs, () => vm.reopenLog(), {
+      maxBytes: container.record.hostConfig.logMaxBytes,
+      maxFiles: container.record.hostConfig.logMaxFiles,
+      onError: (error) =>
+        this.#log.warn({ container: container.id, err: describeError(error) }, 'log rotation failed'),
+    });
+    void this.#monitor(container, boot, vm);
+    const bootTimer = setTimeout(() => {
+      if (boot.ended || boot.channelState === 'up') return;
+      if (boot.console?.records.some((seen) => seen.record.stage === 'process-started')) return;
+      boot.fatal ??= {
+        stage: 'channel',
+        outcome: 'failed',
+        atMs: 0,
+        detail: `the agent did not come up within ${Math.round(this.#bootTimeout / 1000)} s`,
+      };
+      this.#log.warn({ container: container.id }, 'boot timed out');
+      void vm.kill().catch(() => undefined);
+    }, this.#bootTimeout);
+    bootTimer.unref();
+    void vm.wait().then((exit) => {
+      clearTimeout(bootTimer);
+      return this.#ended(container, boot, exit);
+    });
+  }
+
+  get #bootTimeout(): number {
+    return this.#options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+  }
+
+  /** The container's shared channel connection, opened on first use and again after a drop. */
+  channel(container: Container): Promise<ChannelClient> {
+    const boot = container.boot;
+    const vm = boot?.vm;
+    if (!boot || !vm || boot.ended || !container.running)
+      return Promise.reject(
+        new TetherError('TETHER_NOT_RUNNING', `container ${container.id} is not running`),
+      );
+    const existing = container.channel;
+    if (existing) return existing;
+    boot.channelState = 'connecting';
+    const abort = new AbortController();
+    void vm
+      .wait()
+      .then(() =>
+        abort.abort(new TetherError('TETHER_NOT_RUNNING', `container ${container.id} has stopped`)),
+      );
+    const connecting = connectVmChannel(vm, {
+      credentials: container.keys.credentials,
+      timeoutMs: this.#bootTimeout,
+      signal: abort.signal,
+    }).then(
+      (client) => {
+        boot.channelState = 'up';
+        container.hostNote('channel up');
+        client.onClose(() => {
+          if (container.channel === connecting) container.channel = undefined;
+          boot.channelState = boot.ended ? 'none' : 'down';
+          container.hostNote('channel closed');
+        });
+        return client;
+      },
+      (error: unknown) => {
+        if (container.channel === connecting) container.channel = undefined;
+        boot.channelState = 'down';
+        throw error;
+      },
+    );
+    container.channel = connecting;
+    return connecting;
+  }
+
+  /** Holds an output-less attach open for the exit status; reconnects while the VM runs. */
+  async #monitor(container: Container, boot: Boot, vm: Vm): Promise<void> {
+    let ended = false;
+    void vm.wait().then(() => (ended = true));
+    while (!ended && !this.#closed && container.boot === boot) {
+      try {
+        const client = await this.channel(container);
+        const handle = await client.attach(
+          { from: 'end', stdin: false, output: false },
+          { onFrame: () => {} },
+        );
+        container.hostNote(`attached (process ${handle.result.running ? 'running' : 'already ended'})`);
+        boot.monitor = handle;
+        const exit = await handle.exit;
+        if (boot.monitor === handle) boot.monitor = undefined;
+        if (exit) {
+          boot.exit = exit;
+          container.hostNote(`exit status ${exit.exitCode}${exit.signal ? ` (${exit.signal})` : ''}`);
+          this.#log.info({ container: container.id, exitCode: exit.exitCode }, 'process exited');
+          this.#powerOffWatchdog(vm);
+          return;
+        }
+      } catch (error) {
+        if (ended || this.#closed) return;
+        if (isTetherError(error, 'TETHER_NO_MAIN_PROCESS')) return;
+        if (isTetherError(error, 'TETHER_NOT_RUNNING')) return;
+        this.#log.debug({ container: container.id, err: describeError(error) }, 'monitor retry');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+
+  #powerOffWatchdog(vm: Vm): void {
+    const timer = setTimeout(() => void vm.stop(5000).catch(() => undefined), POWER_OFF_WAIT_MS);
+    timer.unref();
+    void vm.wait().then(() => clearTimeout(timer));
+  }
+
+  /** The boot is over: record the exit and tell everyone waiting. */
+  async #ended(container: Container, boot: Boot, vmExit: VmExit): Promise<void> {
+    if (boot.ended) return;
+    boot.ended = true;
+    boot.console?.stop();
+    await boot.rotation?.stop();
+    container.channel?.then((client) => client.close()).catch(() => undefined);
+    container.channel = undefined;
+    boot.channelState = 'none';
+    container.hostNote(`VM ended (${vmExit.reason})`);
+    if (this.#closed) return; // tetherd is going down: the next one records this exit from the console.
+    const result = this.#exitOf(boot, vmExit);
+    container.logs.markStopped();
+    container.update((r) => {
+      r.state = {
+        ...r.state,
+        status: 'exited',
+        pid: 0,
+        exitCode: result.exitCode,
+        error: result.error,
+        finishedAt: new Date().toISOString(),
+      };
+    });
+    this.#log.info(
+      {
+        container: container.id,
+        exitCode: result.exitCode,
+        reason: vmExit.reason,
+        error: result.error || undefined,
+      },
+      'container exited',
+    );
+    this.#options.events.publish('container', 'die', container.id, {
+      ...this.#attributes(container),
+      exitCode: String(result.exitCode),
+    });
+    this.#settleWaiters(container, ['not-running', 'next-exit']);
+    if (container.record.hostConfig.autoRemove)
+      await this.remove(container.id, { force: true }).catch((error: unknown) =>
+        this.#log.error({ container: container.id, err: describeError(error) }, 'auto-remove failed'),
+      );
+  }
+
+  #exitOf(boot: Boot, vmExit: VmExit): { exitCode: number; error: string } {
+    if (boot.exit) return { exitCode: boot.exit.exitCode, error: '' };
+    const records = boot.console?.records.map((seen) => seen.record) ?? [];
+    const recorded = exitFromRecords(records);
+    if (recorded) return { exitCode: recorded.exitCode, error: '' };
+    const fatal = boot.fatal ?? fatalBootRecord(records);
+    if (fatal)
+      return { exitCode: 128, error: `boot failed at ${fatal.stage}: ${fatal.detail ?? 'no detail'}` };
+    if (boot.killedByHost) return { exitCode: 137, error: '' };
+    const started = records.some((record) => record.stage === 'process-started' && record.outcome === 'ok');
+    return {
+      exitCode: started ? 137 : 128,
+      error: `the VM ended (${vmExit.reason}${vmExit.exitCode !== undefined ? `, hypervisor status ${vmExit.exitCode}` : ''}) ${started ? 'under the running container' : 'before the container process started'}`,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------ stop, kill, wait
+
+  /** Sends a signal to the main process (docker kill); SIGKILL with no channel kills the VM. */
+  kill(ref: string, signal = 'SIGKILL'): Promise<void> {
+    const container = this.find(ref);
+    return container.serialize(async () => {
+      if (!container.running)
+        throw new TetherError('TETHER_NOT_RUNNING', `Container ${container.id} is not running`);
+      const name = normaliseSignal(signal);
+      this.#options.events.publish('container', 'kill', container.id, {
+        ...this.#attributes(container),
+        signal: name.replace(/^SIG/, ''),
+      });
+      const sent = await this.#signal(container, name);
+      if (!sent && name === 'SIGKILL') await this.#killVm(container);
+      else if (!sent)
+        throw new TetherError(
+          'TETHER_NOT_RUNNING',
+          `cannot deliver ${name} to container ${container.id}: its agent is not reachable yet`,
+        );
+    });
+  }
+
+  async #signal(container: Container, name: string): Promise<boolean> {
+    const monitor = container.boot?.monitor;
+    if (!monitor || container.boot?.ended) return false;
+    monitor.signal(name);
+    return true;
+  }
+
+  async #killVm(container: Container): Promise<void> {
+    const boot = container.boot;
+    if (!boot?.vm || boot.ended) return;
+    boot.killedByHost = true;
+    await boot.vm.kill();
+  }
+
+  /** docker stop: the stop signal, then SIGKILL after `timeoutSeconds`, then the VM itself. */
+  stop(ref: string, timeoutSeconds?: number): Promise<boolean> {
+    const container = this.find(ref);
+    return container.serialize(() => this.#stop(container, timeoutSeconds));
+  }
+
+  async #stop(container: Container, timeoutSeconds?: number): Promise<boolean> {
+    const boot = container.boot;
+    if (!container.running || !boot?.vm || boot.ended) return false;
+    const vm = boot.vm;
+    const grace = (timeoutSeconds ?? container.record.config.stopTimeout ?? 10) * 1000;
+    const signal = container.record.config.stopSignal ?? 'SIGTERM';
+    this.#log.info({ container: container.id, signal, graceMs: grace }, 'stopping');
+    const sent = await this.#signal(container, signal);
+    if (!sent) {
+      // No channel yet (still booting): the power button makes the agent stop what it runs.
+      boot.killedByHost = true;
+      await vm.stop(grace + 5000);
+    } else if ((await raceTimeout(vm.wait(), grace)) === 'timeout') {
+      boot.killedByHost = true;
+      await this.#signal(container, 'SIGKILL');
+      if ((await raceTimeout(vm.wait(), KILL_WAIT_MS)) === 'timeout') await vm.kill();
+    }
+    await vm.wait();
+    await this.#settled(container);
+    this.#options.events.publish('container', 'stop', container.id, this.#attributes(container));
+    return true;
+  }
+
+  /** Waits until #ended has recorded the exit of the boot that just ended. */
+  async #settled(container: Container): Promise<void> {
+    for (let i = 0; i < 200 && container.running; i++) await new Promise((r) => setTimeout(r, 25));
+  }
+
+  restart(ref: string, timeoutSeconds?: number): Promise<void> {
+    const container = this.find(ref);
+    return container.serialize(async () => {
+      await this.#stop(container, timeoutSeconds);
+      container.update((r) => void (r.restartCount += 1));
+      await this.#start(container);
+      this.#options.events.publish('container', 'restart', container.id, this.#attributes(container));
+    });
+  }
+
+  wait(ref: string, condition: WaitCondition = 'not-running'): Promise<WaitResult> {
+    const container = this.find(ref);
+    if (condition === 'not-running' && !container.running) return Promise.resolve(waitResult(container));
+    return new Promise((resolve) => {
+      const list = this.#waiters.get(container.id) ?? [];
+      list.push({ condition, resolve });
+      this.#waiters.set(container.id, list);
+    });
+  }
+
+  /** Resolves when the container has stopped (for attach streams), at once if it is not running. */
+  stopped(container: Container): Promise<WaitResult> {
+    return this.wait(container.id, 'not-running');
+  }
+
+  #settleWaiters(container: Container, conditions: WaitCondition[]): void {
+    const list = this.#waiters.get(container.id) ?? [];
+    const keep = list.filter((waiter) => {
+      if (!conditions.includes(waiter.condition)) return true;
+      waiter.resolve(waitResult(container));
+      return false;
+    });
+    if (keep.length) this.#waiters.set(container.id, keep);
+    else this.#waiters.delete(container.id);
+  }
+
+  // ---------------------------------------------------------------------------------------------- remove
+
+  remove(ref: string, options: { force: boolean }): Promise<void> {
+    const container = this.find(ref);
+    return container.serialize(async () => {
+      if (container.running && !options.force)
+        throw new TetherError(
+          'TETHER_NAME_CONFLICT',
+          `cannot remove container "/${container.record.name}": container is running: stop the container before removing or force remove`,
+        );
+      container.update((r) => void (r.state.status = 'removing'));
+      const boot = container.boot;
+      if (boot?.vm && !boot.ended) {
+        boot.killedByHost = true;
+        await boot.vm.kill().catch(() => undefined);
+        await boot.vm.wait();
+      }
+      this.#destroy(container);
+    });
+  }
+
+  #destroy(container: Container): void {
+    const trash = join(this.#dir, `.trash-${container.id}`);
+    renameSync(container.dir, trash);
+    this.#containers.delete(container.id);
+    container.existingFollower?.close();
+    rmSync(trash, { recursive: true, force: true });
+    this.#log.info({ container: container.id }, 'container removed');
+    this.#options.events.publish('container', 'destroy', container.id, this.#attributes(container));
+    this.#settleWaiters(container, ['not-running', 'next-exit', 'removed']);
+  }
+
+  /** Whether any container (in any state) uses the image: it may not be removed without force. */
+  imageInUse(imageId: string): Container | undefined {
+    return [...this.#containers.values()].find((c) => c.record.imageId === imageId);
+  }
+
+  #attributes(container: Container): Record<string, string> {
+    return { name: container.record.name, image: container.record.image };
+  }
+
+  // ---------------------------------------------------------------------------------------- load, close
+
+  async #load(): Promise<void> {
+    for (const entry of readdirSync(this.#dir)) {
+      const path = join(this.#dir, entry);
+      if (entry.startsWith('.new-') || entry.startsWith('.trash-')) {
+        // An interrupted create or remove: never visible as a container; a VM cannot run in a .new dir.
+        rmSync(path, { recursive: true, force: true });
+        continue;
+      }
+      if (!/^[0-9a-f]{64}$/.test(entry)) continue;
+      let record: ContainerRecord;
+      let container: Container;
+      try {
+        record = readJson(join(path, RECORD_FILE)) as ContainerRecord;
+        container = new Container(record, path, loadContainerKeys(path), await LogStore.open(path));
+      } catch (error) {
+        this.#log.error(
+          { container: entry, err: describeError(error) },
+          'unreadable container state; skipped',
+        );
+        continue;
+      }
+      this.#containers.set(record.id, container);
+      await this.#adopt(container);
+    }
+  }
+
+  /** A VM still running from a previous tetherd is taken back; one that ended meanwhile is recorded. */
+  async #adopt(container: Container): Promise<void> {
+    const record = container.record;
+    let vm: Vm | undefined;
+    if (existsSync(join(container.dir, 'vm.json'))) {
+      try {
+        vm = await this.#options.driver.adopt(container.dir);
+      } catch {
+        vm = undefined;
+      }
+    }
+    if (record.state.status === 'removing') {
+      if (vm) {
+        await vm.kill().catch(() => undefined);
+        await vm.wait();
+      }
+      this.#destroy(container);
+      return;
+    }
+    if (vm) {
+      const boot: Boot = {
+        number: record.bootCount,
+        t0: performance.now(),
+        timeline: [],
+        channelState: 'none',
+        ended: false,
+      };
+      container.boot = boot;
+      const info = await vm.inspect();
+      container.update((r) => {
+        r.state = { ...r.state, status: 'running', pid: info.pid ?? 0 };
+        if (r.bootCount === 0) r.bootCount = 1;
+      });
+      this.#log.info({ container: record.id, pid: info.pid }, 'container re-adopted');
+      this.#watch(container, boot, vm);
+      return;
+    }
+    if (record.state.status !== 'running' && record.state.status !== 'restarting') return;
+    // It ended while no tetherd watched: the console still holds the agent's exit record.
+    const watcher = new ConsoleWatcher(join(container.dir, 'console.log'));
+    watcher.stop();
+    const records = watcher.records.map((seen) => seen.record);
+    const recorded = exitFromRecords(records);
+    container.logs.markStopped();
+    container.update((r) => {
+      r.state = {
+        ...r.state,
+        status: 'exited',
+        pid: 0,
+        exitCode: recorded?.exitCode ?? 137,
+        error: recorded ? '' : 'the VM ended while tetherd was not running, without an exit record',
+        finishedAt: new Date().toISOString(),
+      };
+    });
+    this.#log.info(
+      { container: record.id, exitCode: container.record.state.exitCode },
+      'container exited while tetherd was down',
+    );
+  }
+
+  /** Lets go of every VM without stopping it: they keep running for the next tetherd. */
+  close(): void {
+    this.#closed = true;
+    for (const container of this.#containers.values()) {
+      container.boot?.console?.stop();
+      void container.boot?.rotation?.stop();
+      container.existingFollower?.close();
+      container.channel?.then((client) => client.close()).catch(() => undefined);
+      container.boot?.vm?.release();
+    }
+  }
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}
+
+/** Image env first, the user's -e entries replacing any with the same key. */
+export function mergeEnv(image: readonly string[], user: readonly string[]): string[] {
+  const key = (entry: string): string => entry.split('=')[0]!;
+  const given = new Set(user.map(key));
+  return [...image.filter((entry) => !given.has(key(entry))), ...user];
+}
+
+export function normaliseSignal(signal: string): string {
+  const upper = signal.toUpperCase();
+  if (/^\d+$/.test(upper)) {
+    const names: Record<string, string> = { '1': 'SIGHUP', '2': 'SIGINT', '9': 'SIGKILL', '15': 'SIGTERM' };
+    const name = names[upper];
+    if (!name)
+      throw new TetherError('TETHER_INVALID_PARAMETER', `signal ${signal}: give it by name, e.g. SIGUSR1`);
+    return name;
+  }
+  const name = upper.startsWith('SIG') ? upper : `SIG${upper}`;
+  if (!/^SIG[A-Z0-9]+$/.test(name))
+    throw new TetherError('TETHER_INVALID_PARAMETER', `Invalid signal: ${signal}`);
+  return name;
+}
+
+function waitResult(container: Container): WaitResult {
+  const state = container.record.state;
+  return {
+    StatusCode: state.exitCode,
+    ...(state.error ? { Error: { Message: state.error } } : {}),
+  };
+}
+
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export type { ExitResult };
