@@ -1,4 +1,21 @@
-/** The log side of tetherd: the store of a container's log files, readers, attach fan-out, rotation. */
+/**
+ * The log side of tetherd: the store of a container's log files, readers, attach fan-out, rotation.
+ *
+ * How the daemon drives it, per container (one LogStore and one LogFollower per container directory):
+ *
+ *   create / tetherd start   store = await LogStore.open(containerDir, { livePath: vm.logPortPath })
+ *                            follower = new LogFollower(store)
+ *   start                    await store.beginBoot(); vm = await driver.start(spec); store.markRunning();
+ *                            rotation = startRotation(store, () => vm.reopenLog(), { maxBytes, maxFiles })
+ *   adopt (tetherd restart)  store.markRunning(); rotation = startRotation(...)  (finishes an owed reopen)
+ *   VM ended                 await vm.wait(); await rotation.stop(); store.markStopped()
+ *   docker logs              readLogs(store, { follow, since, until, tail, lines: timestamps || tail given,
+ *                            signal }) -> encodeDockerFrame(entry.stream, data), data prefixed with
+ *                            `${formatDockerTimestamp(entry.timestampMs)} ` for -t
+ *   docker attach / start -a follower.subscribe({ onEnd }) (before the start for start -a: it waits for
+ *                            the boot); with --logs, readLogs without follow first
+ *   docker rm                await store.remove()
+ */
 export {
   DOCKER_HEADER_BYTES,
   DOCKER_STDERR,

@@ -159,6 +159,10 @@ function fsyncDir(path: string): void {
   }
 }
 
+/**
+ * One container's log files. Keep one instance per container directory in the process: readers and the
+ * rotation driver learn of boots, rotations and stops through its change events.
+ */
 export class LogStore {
   readonly dir: string;
   readonly logsDir: string;

@@ -268,8 +268,8 @@ void describe('readLogs with follow', () => {
   });
 });
 
-void describe('readLogs over arbitrary rotations and prunes (property)', () => {
-  void it('reads back exactly the frames whose bytes are all in kept files, in order', async (t) => {
+void describe('readLogs over arbitrary rotations, boots and prunes (property)', () => {
+  void it('reads back exactly the frames written whole into kept files, in order', async (t) => {
     const root = tempDir(t);
     let run = 0;
     await fc.assert(
@@ -289,47 +289,66 @@ void describe('readLogs over arbitrary rotations and prunes (property)', () => {
         ),
         fc.array(
           fc.record({
+            // A rotation (with bytes landing in the old file until the switch), or the VM ending there
+            // (a frame it cuts is torn and lost) and booting again with the next frame.
+            kind: fc.constantFrom('rotate', 'rotate', 'boot'),
             at: fc.nat(),
             inWindow: fc.nat({ max: 30 }),
             prune: fc.option(fc.integer({ min: 1, max: 4 }), { nil: undefined }),
           }),
           { maxLength: 6 },
         ),
-        async (frames: LogFrame[], cuts) => {
+        async (frames: LogFrame[], ops) => {
           const { store, hv } = await bootedStore(join(root, String(run++)));
           const bytes = bytesOf(frames);
-          const points = cuts
-            .map((c) => ({ ...c, at: c.at % (bytes.length + 1) }))
-            .sort((a, b) => a.at - b.at);
-          // Global byte offset where each file begins.
-          const fileStarts = new Map<number, number>([[store.view().files[0]!.seq, 0]]);
+          const starts: number[] = [];
+          let offset = 0;
+          for (const f of frames) {
+            starts.push(offset);
+            offset += encodeLogFrame(f).length;
+          }
+          const ends = starts.map((start, i) => start + encodeLogFrame(frames[i]!).length);
+          // The file each frame's first byte went to, and the frames a boot's end tore.
+          const startFile = new Map<number, number>();
+          const torn = new Set<number>();
+          let target = store.view().files.at(-1)!.seq;
           let written = 0;
           const writeTo = (end: number) => {
-            if (end > written) hv.write(bytes.subarray(written, end));
-            written = Math.max(written, end);
-          };
-          for (const point of points) {
-            writeTo(point.at);
-            const switchAt = Math.min(bytes.length, Math.max(written, point.at + point.inWindow));
-            const liveSeq = store.view().files.at(-1)!.seq;
-            await store.rotate(async () => {
-              writeTo(switchAt); // written between the rename and the switch: the old file
-              await hv.reopen();
+            if (end <= written) return;
+            hv.write(bytes.subarray(written, end));
+            starts.forEach((start, i) => {
+              if (start >= written && start < end) startFile.set(i, target);
             });
-            fileStarts.set(liveSeq + 1, written);
-            if (point.prune !== undefined) await store.prune(1, point.prune);
+            written = end;
+          };
+          for (const op of [...ops].sort((a, b) => (a.at % 1000) - (b.at % 1000))) {
+            writeTo(op.at % (bytes.length + 1));
+            if (op.kind === 'rotate') {
+              await store.rotate(async () => {
+                writeTo(Math.min(bytes.length, written + op.inWindow)); // still into the renamed file
+                await hv.reopen();
+              });
+            } else {
+              hv.halt();
+              store.markStopped();
+              const cut = starts.findIndex((start, i) => start < written && ends[i]! > written);
+              if (cut !== -1) {
+                torn.add(cut);
+                written = ends[cut]!; // the new boot starts with the next frame
+              }
+              await store.beginBoot();
+              hv.boot();
+              store.markRunning();
+            }
+            target = store.view().files.at(-1)!.seq;
+            if (op.prune !== undefined) await store.prune(1, op.prune);
           }
           writeTo(bytes.length);
           hv.halt();
           store.markStopped();
           await store.prune(1, 3);
-          const firstKept = fileStarts.get(store.view().files[0]!.seq)!;
-          let at = 0;
-          const expected = frames.filter((f) => {
-            const start = at;
-            at += encodeLogFrame(f).length;
-            return start >= firstKept;
-          });
+          const firstKept = store.view().files[0]!.seq;
+          const expected = frames.filter((_, i) => !torn.has(i) && startFile.get(i)! >= firstKept);
           const got = await collect(readLogs(store, { follow: false }));
           assert.deepEqual(
             got.map((e) => [e.stream, e.timestampMs, e.data.toString('hex')]),
