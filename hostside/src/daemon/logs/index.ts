@@ -3,7 +3,8 @@
  *
  * How the daemon drives it, per container (one LogStore and one LogFollower per container directory):
  *
- *   create / tetherd start   store = await LogStore.open(containerDir, { livePath: vm.logPortPath })
+ *   create / tetherd start   store = await LogStore.open(containerDir)  (the VM's stateDir: its
+ *                            container.log is the driver's logPortPath; else pass { livePath })
  *                            follower = new LogFollower(store)
  *   start                    await store.beginBoot(); vm = await driver.start(spec); store.markRunning();
  *                            rotation = startRotation(store, () => vm.reopenLog(), { maxBytes, maxFiles })

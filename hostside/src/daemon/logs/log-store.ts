@@ -367,7 +367,7 @@ export class LogStore {
     });
   }
 
-  /** Deletes every log file of the container (docker rm). Readers end. */
+  /** Deletes every log file of the container (docker rm). Readers end; the store is done with. */
   remove(): Promise<void> {
     return this.#serial(async () => {
       this.#removed = true;
