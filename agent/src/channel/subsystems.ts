@@ -8,6 +8,9 @@ import { describeError, isTetherError, TetherError } from '../../../protocol/src
 import { FirstFrameReader } from '../../../protocol/src/framing/length-prefixed.ts';
 import { encodeLogFrame } from '../../../protocol/src/logs/log-frame.ts';
 import {
+  archiveGetRequest,
+  archivePutRequest,
+  archiveStatRequest,
   attachRequest,
   decodeParams,
   encodeReply,
@@ -18,6 +21,7 @@ import {
 } from '../../../protocol/src/requests/requests.ts';
 import { encodeStatusRecord } from '../../../protocol/src/status/status.ts';
 import type { ExitStatus } from '../process/exit-status.ts';
+import { checkTargetDir, receiveArchive, sendArchive, statPath } from './archive.ts';
 import type { ChannelServices } from './server.ts';
 import { pipeSession } from './session-pipe.ts';
 
@@ -69,6 +73,7 @@ export function serveSubsystem(
   log: Log,
 ): void {
   channel.on('error', (error: Error) => log(`${name}: ${error.message}`));
+  const rootDir = services.rootDir ?? '/';
   switch (name) {
     case execRequest.subsystem:
       readParams(execRequest, channel, (params, rest) => {
@@ -104,10 +109,42 @@ export function serveSubsystem(
         channel.resume();
       });
       return;
+    case archiveStatRequest.subsystem:
+    case archiveGetRequest.subsystem: {
+      const type = name === archiveGetRequest.subsystem ? archiveGetRequest : archiveStatRequest;
+      readParams(type, channel, (params) => {
+        let stat;
+        try {
+          stat = statPath(rootDir, params.path);
+        } catch (error) {
+          fail(type, channel, error);
+          return;
+        }
+        channel.write(encodeReply(type, { ok: { stat } }));
+        if (type === archiveGetRequest) sendArchive(rootDir, params.path, channel, log);
+        else {
+          channel.exit(0);
+          channel.end();
+        }
+      });
+      return;
+    }
+    case archivePutRequest.subsystem:
+      readParams(archivePutRequest, channel, (params, rest) => {
+        try {
+          checkTargetDir(rootDir, params.path);
+        } catch (error) {
+          fail(archivePutRequest, channel, error);
+          return;
+        }
+        channel.write(encodeReply(archivePutRequest, { ok: {} }));
+        receiveArchive(rootDir, params.path, params, channel, rest, log);
+      });
+      return;
     default: {
       const error = new TetherError(
         'TETHER_REQUEST_INVALID',
-        `unknown request ${name}; known: exec@tether, attach@tether, status@tether`,
+        `unknown request ${name}; known: exec@tether, attach@tether, status@tether, archive-stat@tether, archive-get@tether, archive-put@tether`,
       );
       log(error.message);
       fail(execRequest, channel, error);
@@ -209,9 +246,13 @@ function serveAttach(
         main.onceInputDrained(() => channel.resume());
       }
     });
-    // A detaching client ends its side; the process keeps its stdin (other clients may still type),
-    // unless the container asked for Docker's StdinOnce.
-    channel.on('end', () => main.attachInputEnded());
+    // A client whose input ended (EOF) ends its side; the process keeps its stdin (other clients may
+    // still type) unless the container asked for Docker's StdinOnce. A client that detaches closes the
+    // channel without an EOF first (ssh2 marks that 'closed'): that never closes the process's stdin.
+    channel.on('end', () => {
+      if ((channel as unknown as { incoming: { state: string } }).incoming.state === 'eof')
+        main.attachInputEnded();
+    });
   }
   session.on('window-change', (accept, _reject, info) => {
     main.resize({ cols: info.cols || 80, rows: info.rows || 24 });

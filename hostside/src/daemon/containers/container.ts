@@ -34,6 +34,8 @@ export interface Boot {
   rotation?: Rotation;
   /** The exit monitor's output-less attach; signals to the main process go through it. */
   monitor?: AttachHandle | undefined;
+  /** The most recent terminal size any client asked for. */
+  terminalSize?: { rows: number; cols: number };
   ended: boolean;
 }
 

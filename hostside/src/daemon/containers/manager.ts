@@ -205,6 +205,7 @@ export class ContainerManager {
         `Minimum memory limit allowed is 64MB: each container is a VM that needs room for its kernel and agent (got ${memoryBytes} bytes)`,
       );
     const imageConfig = image.config;
+    const stopSignal = request.stopSignal ?? imageConfig.StopSignal;
     const entrypoint = request.entrypoint ?? imageConfig.Entrypoint ?? [];
     // Docker: a new entrypoint drops the image's Cmd unless a command is given too.
     const cmd = request.cmd ?? (request.entrypoint ? [] : (imageConfig.Cmd ?? []));
@@ -226,7 +227,7 @@ export class ContainerManager {
       exposedPorts: [
         ...new Set([...Object.keys(imageConfig.ExposedPorts ?? {}), ...(request.exposedPorts ?? [])]),
       ],
-      ...optional('stopSignal', request.stopSignal ?? imageConfig.StopSignal),
+      ...optional('stopSignal', stopSignal ? normaliseSignal(stopSignal) : undefined),
       ...optional('stopTimeout', request.stopTimeout),
       ...optional('hostname', request.hostname || undefined),
     };
@@ -310,6 +311,8 @@ export class ContainerManager {
       clientPublicKey: container.keys.clientPublicKey,
     });
     await container.logs.beginBoot();
+    // The console of the boot before must not speak for this one (QEMU truncates it; a dev agent appends).
+    rmSync(join(container.dir, 'console.log'), { force: true });
     const boot: Boot = {
       number: record.bootCount + 1,
       t0: performance.now(),
@@ -361,7 +364,7 @@ export class ContainerManager {
         finishedAt: ZERO_TIME,
       };
     });
-    this.#log.info({ container: record.id, pid: info.pid, boot: boot.number }, 'container started');
+    this.#log.info({ container: record.id, vmPid: info.pid, boot: boot.number }, 'container started');
     this.#options.events.publish('container', 'start', record.id, this.#attributes(container));
     this.#watch(container, boot, vm);
     return true;
@@ -481,6 +484,7 @@ export class ContainerManager {
         );
         container.hostNote(`attached (process ${handle.result.running ? 'running' : 'already ended'})`);
         boot.monitor = handle;
+        if (boot.terminalSize) handle.resize(boot.terminalSize);
         const exit = await handle.exit;
         if (boot.monitor === handle) boot.monitor = undefined;
         if (exit) {
@@ -570,10 +574,10 @@ export class ContainerManager {
   /** Sends a signal to the main process (docker kill); SIGKILL with no channel kills the VM. */
   kill(ref: string, signal = 'SIGKILL'): Promise<void> {
     const container = this.find(ref);
+    const name = normaliseSignal(signal);
     return container.serialize(async () => {
       if (!container.running)
         throw new TetherError('TETHER_NOT_RUNNING', `Container ${container.id} is not running`);
-      const name = normaliseSignal(signal);
       this.#options.events.publish('container', 'kill', container.id, {
         ...this.#attributes(container),
         signal: name.replace(/^SIG/, ''),
@@ -629,6 +633,14 @@ export class ContainerManager {
     await this.#settled(container);
     this.#options.events.publish('container', 'stop', container.id, this.#attributes(container));
     return true;
+  }
+
+  /** docker's resize: applied now, and again when the agent is reachable if it is not yet. */
+  resize(container: Container, size: { rows: number; cols: number }): void {
+    if (!container.running || !container.boot)
+      throw new TetherError('TETHER_NOT_RUNNING', `Container ${container.id} is not running`);
+    container.boot.terminalSize = size;
+    container.boot.monitor?.resize(size);
   }
 
   /** Waits until #ended has recorded the exit of the boot that just ended. */
@@ -774,7 +786,7 @@ export class ContainerManager {
         r.state = { ...r.state, status: 'running', pid: info.pid ?? 0 };
         if (r.bootCount === 0) r.bootCount = 1;
       });
-      this.#log.info({ container: record.id, pid: info.pid }, 'container re-adopted');
+      this.#log.info({ container: record.id, vmPid: info.pid }, 'container re-adopted');
       this.#watch(container, boot, vm);
       return;
     }
@@ -825,6 +837,23 @@ export function mergeEnv(image: readonly string[], user: readonly string[]): str
   return [...image.filter((entry) => !given.has(key(entry))), ...user];
 }
 
+/** The signal names an SSH channel request may carry (RFC 4254 §6.10), which ssh2 enforces. */
+const CHANNEL_SIGNALS = [
+  'ABRT',
+  'ALRM',
+  'FPE',
+  'HUP',
+  'ILL',
+  'INT',
+  'QUIT',
+  'SEGV',
+  'TERM',
+  'USR1',
+  'USR2',
+  'KILL',
+  'PIPE',
+];
+
 export function normaliseSignal(signal: string): string {
   const upper = signal.toUpperCase();
   if (/^\d+$/.test(upper)) {
@@ -837,6 +866,11 @@ export function normaliseSignal(signal: string): string {
   const name = upper.startsWith('SIG') ? upper : `SIG${upper}`;
   if (!/^SIG[A-Z0-9]+$/.test(name))
     throw new TetherError('TETHER_INVALID_PARAMETER', `Invalid signal: ${signal}`);
+  if (!CHANNEL_SIGNALS.includes(name.slice(3)))
+    throw new TetherError(
+      'TETHER_INVALID_PARAMETER',
+      `signal ${name} cannot be sent to a container: the agent's channel carries the signals of RFC 4254 (${CHANNEL_SIGNALS.join(', ')})`,
+    );
   return name;
 }
 

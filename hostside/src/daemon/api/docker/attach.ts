@@ -171,6 +171,12 @@ class AttachInput {
     this.#peer.onInput(
       (chunk) => this.#onInput(chunk),
       () => {
+        // As Docker: a client leaving a tty (the CLI handles ctrl-p ctrl-q itself and just closes) is a
+        // detach; only without a tty does its end of input reach the process (with StdinOnce).
+        if (this.#container.record.config.tty) {
+          this.close();
+          return;
+        }
         this.#ended = true;
         this.#handle?.stdin.end();
       },

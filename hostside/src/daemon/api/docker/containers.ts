@@ -249,9 +249,7 @@ export function registerContainerRoutes(router: Router, deps: ContainerRouteDeps
         'TETHER_INVALID_PARAMETER',
         `invalid terminal size h=${ctx.query.get('h')} w=${ctx.query.get('w')}`,
       );
-    if (!container.running)
-      throw new TetherError('TETHER_NOT_RUNNING', `Container ${container.id} is not running`);
-    container.boot?.monitor?.resize({ rows, cols });
+    manager.resize(container, { rows, cols });
     ctx.send(200, '');
   });
 

@@ -47,7 +47,12 @@ export function registerImageRoutes(
     }
   });
 
-  router.add('GET', '/images/json', (ctx) => ctx.send(200, images.list().map((image) => dockerImageSummary(image))));
+  router.add('GET', '/images/json', (ctx) =>
+    ctx.send(
+      200,
+      images.list().map((image) => dockerImageSummary(image)),
+    ),
+  );
 
   router.add('GET', '/images/{name*}/json', (ctx) =>
     ctx.send(200, dockerImageInspect(images.resolve(ctx.params['name']!))),
