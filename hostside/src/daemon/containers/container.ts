@@ -37,6 +37,9 @@ export interface Boot {
   /** The most recent terminal size any client asked for. */
   terminalSize?: { rows: number; cols: number };
   ended: boolean;
+  /** Resolves once the end of this boot is recorded (state, waiters, events). */
+  settled: Promise<void>;
+  markSettled: () => void;
 }
 
 export class Container {

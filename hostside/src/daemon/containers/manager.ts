@@ -319,6 +319,7 @@ export class ContainerManager {
       timeline: [],
       channelState: 'none',
       ended: false,
+      ...settledSignal(),
     };
     container.boot = boot;
     let vm: Vm;
@@ -337,6 +338,7 @@ export class ContainerManager {
       });
     } catch (error) {
       boot.ended = true;
+      boot.markSettled();
       container.update((r) => {
         r.state = {
           ...r.state,
@@ -513,6 +515,14 @@ export class ContainerManager {
   /** The boot is over: record the exit and tell everyone waiting. */
   async #ended(container: Container, boot: Boot, vmExit: VmExit): Promise<void> {
     if (boot.ended) return;
+    try {
+      await this.#recordEnd(container, boot, vmExit);
+    } finally {
+      boot.markSettled();
+    }
+  }
+
+  async #recordEnd(container: Container, boot: Boot, vmExit: VmExit): Promise<void> {
     boot.ended = true;
     boot.console?.stop();
     await boot.rotation?.stop();
@@ -645,7 +655,7 @@ export class ContainerManager {
 
   /** Waits until #ended has recorded the exit of the boot that just ended. */
   async #settled(container: Container): Promise<void> {
-    for (let i = 0; i < 200 && container.running; i++) await new Promise((r) => setTimeout(r, 25));
+    await container.boot?.settled;
   }
 
   restart(ref: string, timeoutSeconds?: number): Promise<void> {
@@ -779,6 +789,7 @@ export class ContainerManager {
         timeline: [],
         channelState: 'none',
         ended: false,
+        ...settledSignal(),
       };
       container.boot = boot;
       const info = await vm.inspect();
@@ -824,6 +835,12 @@ export class ContainerManager {
       container.boot?.vm?.release();
     }
   }
+}
+
+function settledSignal(): { settled: Promise<void>; markSettled: () => void } {
+  let markSettled = (): void => {};
+  const settled = new Promise<void>((resolve) => (markSettled = resolve));
+  return { settled, markSettled };
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {

@@ -10,6 +10,7 @@ import { API_VERSION, MIN_API_VERSION, type Router } from '../http/router.ts';
 import { parseFilters } from './containers.ts';
 
 export const TETHER_VERSION = '0.1.0';
+const MAX_UNREAD_EVENT_BYTES = 1024 * 1024;
 
 export interface SystemInfo {
   manager: ContainerManager;
@@ -146,7 +147,14 @@ export function registerSystemRoutes(router: Router, info: SystemInfo): void {
     const untilMs = until ? parseDockerTime(until, now) : undefined;
     const out = ctx.stream(200, 'application/json');
     const send = (event: DockerEvent): void => {
-      if (eventMatches(event, filters)) out.write(JSON.stringify(event) + '\n');
+      if (!eventMatches(event, filters)) return;
+      // A client that stops reading is cut loose rather than buffered for without bound.
+      if (out.writableLength > MAX_UNREAD_EVENT_BYTES) {
+        ctx.log.warn('events client not reading: disconnected');
+        out.destroy();
+        return;
+      }
+      out.write(JSON.stringify(event) + '\n');
     };
     if (sinceNs !== undefined)
       for (const event of info.manager.events.since(sinceNs))
