@@ -73,8 +73,8 @@ test: deps ## everything CI runs: lint, unit, integration, e2e
 	$(MAKE) test-e2e
 
 .PHONY: demo
-demo: deps build image ## the main job: boot a container VM from the bundled busybox image and run uname -a in it
-	bin/tetherctl vm run --timeline --rootfs $(IMAGE_DIR)/busybox.tar -- uname -a
+demo: deps build image ## the main job: tetherd with the bundled image loaded, and a docker run against it
+	bash scripts/demo.sh
 
 .PHONY: bench
 bench: build ## benchmarks, each printing ratios against an in-run baseline

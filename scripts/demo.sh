@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/tether-demo.XXXXXX)
 sock="$work/tetherd.sock"
 cleanup() {
+	{ set +x; } 2>/dev/null
 	docker -H "unix://$sock" rm -f demo >/dev/null 2>&1 || true
 	[ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
 	rm -rf "$work"

@@ -5,7 +5,7 @@
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { VmDriver } from '../vm/driver.ts';
@@ -20,7 +20,7 @@ import { registerSystemRoutes } from './api/docker/system.ts';
 import { Router } from './api/http/router.ts';
 import { registerTetherRoutes } from './api/tether/routes.ts';
 import { EventBus } from './containers/events.ts';
-import { ContainerManager } from './containers/manager.ts';
+import { ContainerManager, MAX_ROOT_PATH_BYTES } from './containers/manager.ts';
 import { ImageStore } from './images/index.ts';
 
 export interface DaemonOptions {
@@ -57,12 +57,18 @@ export class Daemon {
 
   static async start(options: DaemonOptions): Promise<Daemon> {
     const log = options.logger;
-    mkdirSync(options.root, { recursive: true, mode: 0o700 });
+    const root = resolve(options.root);
+    if (Buffer.byteLength(root) > MAX_ROOT_PATH_BYTES)
+      throw new TetherError(
+        'TETHER_USAGE',
+        `--root ${root} is ${Buffer.byteLength(root)} bytes long; each VM's sockets live under it and a unix socket path holds 107 bytes, so give a root of at most ${MAX_ROOT_PATH_BYTES} bytes`,
+      );
+    mkdirSync(root, { recursive: true, mode: 0o700 });
     await refuseSecondDaemon(options.socket);
     const events = new EventBus();
-    const images = new ImageStore(join(options.root, 'images'), { script: options.tarToExt4Script });
+    const images = new ImageStore(join(root, 'images'), { script: options.tarToExt4Script });
     const manager = await ContainerManager.open({
-      root: options.root,
+      root,
       driver: options.driver,
       bootImage: options.bootImage,
       images,
@@ -70,10 +76,10 @@ export class Daemon {
       logger: log,
       ...(options.bootTimeoutMs !== undefined ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
     });
-    const networks = new NetworkStore(options.root);
+    const networks = new NetworkStore(root);
     const execs = new ExecSessions();
     const router = new Router(log);
-    registerSystemRoutes(router, { manager, root: options.root, imageCount: () => images.list().length });
+    registerSystemRoutes(router, { manager, root, imageCount: () => images.list().length });
     registerContainerRoutes(router, {
       manager,
       execIdsOf: (id) => execs.idsOf(id),
@@ -108,10 +114,7 @@ export class Daemon {
       server.listen(options.socket, () => resolve());
     });
     chmodSync(options.socket, 0o660);
-    log.info(
-      { socket: options.socket, root: options.root, driver: options.driver.name },
-      'tetherd listening',
-    );
+    log.info({ socket: options.socket, root, driver: options.driver.name }, 'tetherd listening');
     return new Daemon(manager, images, server, options.socket, log);
   }
 

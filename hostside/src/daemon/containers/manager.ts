@@ -231,7 +231,10 @@ export class ContainerManager {
       ...optional('stopTimeout', request.stopTimeout),
       ...optional('hostname', request.hostname || undefined),
     };
-    const id = newContainerId();
+    let id = newContainerId();
+    // Directories are named by the short id (sockets live in them, and a unix socket path has 107 bytes).
+    while (existsSync(join(this.#dir, shortId(id))) || existsSync(join(this.#dir, `.new-${shortId(id)}`)))
+      id = newContainerId();
     const record: ContainerRecord = {
       id,
       name,
@@ -253,8 +256,8 @@ export class ContainerManager {
       restartCount: 0,
       bootCount: 0,
     };
-    const prepared = join(this.#dir, `.new-${id}`);
-    const final = join(this.#dir, id);
+    const prepared = join(this.#dir, `.new-${shortId(id)}`);
+    const final = join(this.#dir, shortId(id));
     mkdirSync(prepared, { recursive: true, mode: 0o700 });
     try {
       const keys = createContainerKeys(prepared, id);
@@ -716,7 +719,7 @@ export class ContainerManager {
   }
 
   #destroy(container: Container): void {
-    const trash = join(this.#dir, `.trash-${container.id}`);
+    const trash = join(this.#dir, `.trash-${shortId(container.id)}`);
     renameSync(container.dir, trash);
     this.#containers.delete(container.id);
     container.existingFollower?.close();
@@ -745,7 +748,7 @@ export class ContainerManager {
         rmSync(path, { recursive: true, force: true });
         continue;
       }
-      if (!/^[0-9a-f]{64}$/.test(entry)) continue;
+      if (!/^[0-9a-f]{12}$/.test(entry)) continue;
       let record: ContainerRecord;
       let container: Container;
       try {
@@ -836,6 +839,17 @@ export class ContainerManager {
     }
   }
 }
+
+/** The first 12 hex digits, as `docker ps` shows ids: the container's directory name. */
+export function shortId(id: string): string {
+  return id.slice(0, 12);
+}
+
+/**
+ * A VM's sockets are ROOT/containers/<12 hex>/<name>.sock and a unix socket path holds 107 bytes: refuse a
+ * root that leaves no room, at start rather than at the first `docker run`.
+ */
+export const MAX_ROOT_PATH_BYTES = 107 - '/containers/123456789012/channel.sock'.length;
 
 function settledSignal(): { settled: Promise<void>; markSettled: () => void } {
   let markSettled = (): void => {};
