@@ -316,14 +316,7 @@ export class ContainerManager {
     await container.logs.beginBoot();
     // The console of the boot before must not speak for this one (QEMU truncates it; a dev agent appends).
     rmSync(join(container.dir, 'console.log'), { force: true });
-    const boot: Boot = {
-      number: record.bootCount + 1,
-      t0: performance.now(),
-      timeline: [],
-      channelState: 'none',
-      ended: false,
-      ...settledSignal(),
-    };
+    const boot = newBoot(record.bootCount + 1);
     container.boot = boot;
     let vm: Vm;
     try {
@@ -786,14 +779,7 @@ export class ContainerManager {
       return;
     }
     if (vm) {
-      const boot: Boot = {
-        number: record.bootCount,
-        t0: performance.now(),
-        timeline: [],
-        channelState: 'none',
-        ended: false,
-        ...settledSignal(),
-      };
+      const boot = newBoot(record.bootCount);
       container.boot = boot;
       const info = await vm.inspect();
       container.update((r) => {
@@ -851,10 +837,18 @@ export function shortId(id: string): string {
  */
 export const MAX_ROOT_PATH_BYTES = 107 - '/containers/123456789012/channel.sock'.length;
 
-function settledSignal(): { settled: Promise<void>; markSettled: () => void } {
+function newBoot(number: number): Boot {
   let markSettled = (): void => {};
   const settled = new Promise<void>((resolve) => (markSettled = resolve));
-  return { settled, markSettled };
+  return {
+    number,
+    t0: performance.now(),
+    timeline: [],
+    channelState: 'none',
+    ended: false,
+    settled,
+    markSettled,
+  };
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {

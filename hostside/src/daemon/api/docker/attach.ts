@@ -4,7 +4,7 @@
  * is cut loose); input goes to the agent over the container's shared channel, as an output-less attach
  * of its own, so each client's stdin, detach keys and end-of-input are its own.
  */
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { describeError } from '../../../../../protocol/src/errors/errors.ts';
 import type { AttachHandle } from '../../../channel/client.ts';
@@ -62,24 +62,26 @@ export function encodeOutput(entry: LogEntry, tty: boolean): Buffer {
   return tty ? entry.data : encodeDockerFrame(entry.stream, entry.data);
 }
 
+/** Writes and resolves when the stream can take more (or has gone: a closed peer never blocks us). */
+export function writeWithBackpressure(out: Writable, bytes: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    if (out.destroyed || out.writableEnded) return resolve();
+    if (out.write(bytes)) return resolve();
+    const done = (): void => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('close', done);
+  });
+}
+
 export function socketPeer(socket: Duplex): AttachPeer {
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
   socket.on('error', () => undefined);
   return {
-    write: (bytes) =>
-      new Promise((resolve) => {
-        if (socket.destroyed || socket.writableEnded) return resolve();
-        if (socket.write(bytes)) resolve();
-        else {
-          const done = (): void => {
-            socket.off('drain', done);
-            socket.off('close', done);
-            resolve();
-          };
-          socket.on('drain', done);
-          socket.on('close', done);
-        }
-      }),
+    write: (bytes) => writeWithBackpressure(socket, bytes),
     onInput: (listener, onEnd) => {
       socket.on('data', listener);
       socket.once('end', onEnd);

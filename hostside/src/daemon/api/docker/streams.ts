@@ -3,31 +3,22 @@
  * container's log file, never the channel, so they serve the same bytes whether tetherd has been up all
  * along or was restarted in between.
  */
-import type { ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { TetherError } from '../../../../../protocol/src/errors/errors.ts';
 import type { ContainerManager } from '../../containers/manager.ts';
 import { formatDockerTimestamp, parseDockerTime, readLogs, type ReadLogsOptions } from '../../logs/index.ts';
 import type { Router } from '../http/router.ts';
-import { attachContainer, attachOptionsFrom, encodeOutput, socketPeer, type AttachPeer } from './attach.ts';
+import {
+  attachContainer,
+  attachOptionsFrom,
+  encodeOutput,
+  socketPeer,
+  writeWithBackpressure,
+  type AttachPeer,
+} from './attach.ts';
 
 function on(query: URLSearchParams, name: string): boolean {
   return ['1', 'true', 'True'].includes(query.get(name) ?? '');
-}
-
-function write(out: ServerResponse | Duplex, bytes: Buffer): Promise<void> {
-  return new Promise((resolve) => {
-    if (out.destroyed || out.writableEnded) return resolve();
-    if (out.write(bytes)) return resolve();
-    const done = (): void => {
-      out.off('drain', done);
-      out.off('close', done);
-      resolve();
-    };
-    out.on('drain', done);
-    out.on('close', done);
-  });
 }
 
 /** Pure: Docker's logs query in our reader's terms. */
@@ -106,7 +97,7 @@ export function registerStreamRoutes(router: Router, manager: ContainerManager):
         const data = timestamps
           ? Buffer.concat([Buffer.from(formatDockerTimestamp(entry.timestampMs) + ' '), entry.data])
           : entry.data;
-        await write(out, encodeOutput({ ...entry, data }, tty));
+        await writeWithBackpressure(out, encodeOutput({ ...entry, data }, tty));
       }
     } finally {
       out.end();
