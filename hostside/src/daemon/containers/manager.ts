@@ -27,7 +27,7 @@ import type { PortForward, Vm, VmDriver, VmExit } from '../../vm/driver.ts';
 import type { BootImagePaths } from '../../vm/paths.ts';
 import { buildRunConfig, newContainerId } from '../../vm/run-config.ts';
 import { LogStore, startRotation } from '../logs/index.ts';
-import { publishDirectory, readJson } from '../state/atomic-file.ts';
+import { fsyncTree, publishDirectory, readJson } from '../state/atomic-file.ts';
 import { Container, RECORD_FILE, type Boot } from './container.ts';
 import type { EventBus } from './events.ts';
 import { createContainerKeys, loadContainerKeys } from './keys.ts';
@@ -263,6 +263,7 @@ export class ContainerManager {
       const keys = createContainerKeys(prepared, id);
       const placeholder = new Container(record, prepared, keys, undefined);
       placeholder.persist();
+      fsyncTree(prepared);
       publishDirectory(prepared, final);
       const container = new Container(record, final, keys, await LogStore.open(final));
       this.#containers.set(id, container);

@@ -22,7 +22,7 @@ import * as v from 'valibot';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
 import { tarToExt4Script } from '../../vm/paths.ts';
 import { spoolArchive } from './archive.ts';
-import { fsyncPath, fsyncTree, publishDirectory, writeFileDurable } from './durable.ts';
+import { fsyncPath, fsyncTree, publishDirectory, writeFileAtomic } from '../state/atomic-file.ts';
 import { flatSize, LayerTree } from './layer-tree.ts';
 import { plainLayer, scanLayer, writeFlatTar } from './layers.ts';
 import { planImages, type PlannedImage } from './plan.ts';
@@ -313,10 +313,11 @@ export class ImageStore {
     renameSync(disk, join(stage, 'rootfs.img'));
     rmSync(flat, { force: true });
     const size = flatSize(entries);
-    writeFileDurable(join(stage, 'config.json'), plan.configBytes, this.#tmp);
-    writeFileDurable(
+    writeFileAtomic(join(stage, 'config.json'), plan.configBytes, 0o644, this.#tmp);
+    writeFileAtomic(
       join(stage, 'image.json'),
       JSON.stringify({ size, loaded: new Date().toISOString() }) + '\n',
+      0o644,
       this.#tmp,
     );
     fsyncTree(stage);
@@ -420,9 +421,10 @@ export class ImageStore {
 
   #writeTags(tags: TagTable): void {
     const sorted = Object.fromEntries(Object.entries(tags).sort(([a], [b]) => a.localeCompare(b)));
-    writeFileDurable(
+    writeFileAtomic(
       join(this.#dir, 'repositories.json'),
       JSON.stringify({ tags: sorted }, null, 2) + '\n',
+      0o644,
       this.#tmp,
     );
     this.#tags = sorted;

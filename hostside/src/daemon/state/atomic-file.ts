@@ -1,13 +1,22 @@
 /**
  * Durable state files: written to a temporary name, flushed, renamed over the old one, and the directory
  * flushed, so a kill -9 (or a power cut) at any moment leaves either the old file or the new one, never a
- * torn mix. Readers never see a half-written record.
+ * torn mix. A directory is filled and flushed under a temporary name and renamed into place whole.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
-function fsyncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r');
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
   } finally {
@@ -15,8 +24,20 @@ function fsyncDirectory(dir: string): void {
   }
 }
 
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
-  const temporary = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+/**
+ * Writes `path` atomically. The temporary file lives beside it, or in `tmpDir` (same filesystem) when the
+ * caller cleans such a folder at start-up.
+ */
+export function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+  tmpDir: string = dirname(path),
+): void {
+  const temporary = join(
+    tmpDir,
+    `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`,
+  );
   const fd = openSync(temporary, 'w', mode);
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
@@ -29,7 +50,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   }
   closeSync(fd);
   renameSync(temporary, path);
-  fsyncDirectory(dirname(path));
+  fsyncPath(dirname(path));
 }
 
 export function writeJsonAtomic(path: string, value: unknown, mode = 0o644): void {
@@ -40,8 +61,15 @@ export function readJson(path: string): unknown {
   return JSON.parse(readFileSync(path, 'utf8')) as unknown;
 }
 
-/** Renames a fully prepared directory into place: it appears whole or not at all. */
+/** Flushes every file in `dir` (one level) and `dir` itself, before it is renamed into place. */
+export function fsyncTree(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true }))
+    if (entry.isFile()) fsyncPath(join(dir, entry.name));
+  fsyncPath(dir);
+}
+
+/** Renames a complete directory into place and flushes the parent: it appears whole or not at all. */
 export function publishDirectory(prepared: string, final: string): void {
   renameSync(prepared, final);
-  fsyncDirectory(dirname(final));
+  fsyncPath(dirname(final));
 }
