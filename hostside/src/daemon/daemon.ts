@@ -17,6 +17,8 @@ import { NetworkStore, registerNetworkRoutes } from './api/docker/networks.ts';
 import { registerArchiveRoutes } from './api/docker/archive.ts';
 import { registerStreamRoutes } from './api/docker/streams.ts';
 import { registerSystemRoutes } from './api/docker/system.ts';
+import { registerTopRoute } from './api/docker/top.ts';
+import { registerVolumeRoutes } from './api/docker/volumes.ts';
 import { Router } from './api/http/router.ts';
 import { registerTetherRoutes } from './api/tether/routes.ts';
 import { EventBus } from './containers/events.ts';
@@ -88,8 +90,10 @@ export class Daemon {
     registerStreamRoutes(router, manager);
     registerArchiveRoutes(router, manager);
     registerExecRoutes(router, manager, execs);
+    registerTopRoute(router, manager);
     registerImageRoutes(router, images, manager, events);
     registerNetworkRoutes(router, networks, events);
+    registerVolumeRoutes(router);
     registerTetherRoutes(router, manager);
     events.on('event', (event) => {
       if (event.Action === 'destroy') execs.prune((id) => manager.list().some((c) => c.id === id));

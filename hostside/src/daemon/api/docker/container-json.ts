@@ -129,8 +129,10 @@ export function containerInspect(container: Container, execIds: string[] = []): 
       PortBindings: bindingsMap(record),
       NetworkMode: 'default',
       RestartPolicy: { Name: record.hostConfig.restartPolicy, MaximumRetryCount: 0 },
+      // The log-port file behaves as json-file does (docker logs reads it, max-size/max-file rotate it), and
+      // clients branch on the name: docker-py's containers.run() returns the output only for json-file.
       LogConfig: {
-        Type: 'tether-log-port',
+        Type: 'json-file',
         Config: {
           'max-size': String(record.hostConfig.logMaxBytes),
           'max-file': String(record.hostConfig.logMaxFiles),
