@@ -139,6 +139,8 @@ export class ContainerManager {
   readonly #dir: string;
   readonly #containers = new Map<string, Container>();
   readonly #waiters = new Map<string, Waiter[]>();
+  /** Signals asked for before a boot's exit monitor was attached, woken when it is (or the boot ends). */
+  readonly #monitorWaiters = new WeakMap<Boot, Array<() => void>>();
   readonly #log: Logger;
   #closed = false;
 
@@ -483,6 +485,7 @@ export class ContainerManager {
         );
         container.hostNote(`attached (process ${handle.result.running ? 'running' : 'already ended'})`);
         boot.monitor = handle;
+        this.#wakeMonitorWaiters(boot);
         if (boot.terminalSize) handle.resize(boot.terminalSize);
         const exit = await handle.exit;
         if (boot.monitor === handle) boot.monitor = undefined;
@@ -521,6 +524,7 @@ export class ContainerManager {
 
   async #recordEnd(container: Container, boot: Boot, vmExit: VmExit): Promise<void> {
     boot.ended = true;
+    this.#wakeMonitorWaiters(boot);
     boot.console?.stop();
     await boot.rotation?.stop();
     container.channel?.then((client) => client.close()).catch(() => undefined);
@@ -589,7 +593,7 @@ export class ContainerManager {
         ...this.#attributes(container),
         signal: name.replace(/^SIG/, ''),
       });
-      const sent = await this.#signal(container, name);
+      const sent = await this.#signal(container, name, name === 'SIGKILL' ? 0 : this.#bootTimeout);
       if (!sent && name === 'SIGKILL') await this.#killVm(container);
       else if (!sent)
         throw new TetherError(
@@ -599,11 +603,37 @@ export class ContainerManager {
     });
   }
 
-  async #signal(container: Container, name: string): Promise<boolean> {
-    const monitor = container.boot?.monitor;
-    if (!monitor || container.boot?.ended) return false;
-    monitor.signal(name);
+  /**
+   * Sends through the exit monitor. `waitMs`: a container just started has no monitor for a moment (its
+   * agent is coming up); `docker run -d X && docker kill -s TERM X` must still reach the process, so wait
+   * that long for the monitor rather than fail.
+   */
+  async #signal(container: Container, name: string, waitMs = 0): Promise<boolean> {
+    const boot = container.boot;
+    if (!boot || boot.ended) return false;
+    if (!boot.monitor && waitMs > 0) await this.#monitorAttached(boot, waitMs);
+    if (!boot.monitor || boot.ended) return false;
+    boot.monitor.signal(name);
     return true;
+  }
+
+  #monitorAttached(boot: Boot, waitMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, waitMs);
+      const list = this.#monitorWaiters.get(boot) ?? [];
+      list.push(done);
+      this.#monitorWaiters.set(boot, list);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  #wakeMonitorWaiters(boot: Boot): void {
+    const list = this.#monitorWaiters.get(boot);
+    this.#monitorWaiters.delete(boot);
+    for (const wake of list ?? []) wake();
   }
 
   async #killVm(container: Container): Promise<void> {
@@ -626,12 +656,14 @@ export class ContainerManager {
     const grace = (timeoutSeconds ?? container.record.config.stopTimeout ?? 10) * 1000;
     const signal = container.record.config.stopSignal ?? 'SIGTERM';
     this.#log.info({ container: container.id, signal, graceMs: grace }, 'stopping');
-    const sent = await this.#signal(container, signal);
+    // A container still booting spends its grace bringing the agent up; the signal then goes as usual.
+    const deadline = Date.now() + grace;
+    const sent = await this.#signal(container, signal, Math.min(grace, this.#bootTimeout));
     if (!sent) {
       // No channel yet (still booting): the power button makes the agent stop what it runs.
       boot.killedByHost = true;
       await vm.stop(grace + 5000);
-    } else if ((await raceTimeout(vm.wait(), grace)) === 'timeout') {
+    } else if ((await raceTimeout(vm.wait(), Math.max(0, deadline - Date.now()))) === 'timeout') {
       boot.killedByHost = true;
       await this.#signal(container, 'SIGKILL');
       if ((await raceTimeout(vm.wait(), KILL_WAIT_MS)) === 'timeout') await vm.kill();
