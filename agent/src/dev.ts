@@ -37,8 +37,8 @@ export const DEV_USAGE = `usage: tether --dev --socket PATH --state DIR [--confi
   --state DIR         keeps ssh_host_key, authorized_keys (and id_client, known_hosts when generated)
   --config FILE       agent config (JSON, see docs/config.md); -- CMD overrides its process.argv
   --buffer-bytes N    output kept for attach clients before the process is paused (default 16 MiB)
-  --rootfs DIR        root filesystem whose /etc/passwd and /etc/group resolve users (default /;
-                      --dev mode does not chroot into it)
+  --rootfs DIR        root filesystem whose /etc/passwd and /etc/group resolve users, and under which
+                      docker cp paths resolve (default /; --dev mode does not chroot into it)
   --log-file PATH     append the main process's output there as log frames, as a VM's log port does;
                       SIGHUP reopens PATH (rename it away first to rotate)
   --console-file PATH append every status record there as a console line (@tether-status), as a VM's
@@ -152,7 +152,7 @@ export async function runDev(argv: string[]): Promise<void> {
       hostKey: config.channel?.hostKey ?? keys.hostKey,
       authorizedKeys: [...(config.channel?.authorizedKeys ?? []), ...keys.authorizedKeys],
     },
-    { main, log, status, exec, logger },
+    { main, log, status, exec, logger, rootDir: values.rootfs },
   );
   const listener = await listenUnix(values.socket, server, logger);
   status.report('channel', 'ok', {

@@ -34,6 +34,8 @@ export interface ChannelServices {
   status: StatusReporter;
   exec: ExecFactory;
   logger: (message: string) => void;
+  /** The container's root on this machine, for the archive requests: / in a VM, --rootfs in --dev mode. */
+  rootDir?: string;
 }
 
 export interface ChannelKeysConfig {

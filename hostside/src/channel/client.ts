@@ -9,11 +9,16 @@ import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import { FirstFrameReader } from '../../../protocol/src/framing/length-prefixed.ts';
 import { LogFrameDecoder, type LogFrame } from '../../../protocol/src/logs/log-frame.ts';
 import {
+  archiveGetRequest,
+  archivePutRequest,
+  archiveStatRequest,
   attachRequest,
   decodeReply,
   encodeParams,
   execRequest,
   statusRequest,
+  type ArchivePutParams,
+  type ArchiveStat,
   type AttachParams,
   type AttachResult,
   type ExecParams,
@@ -141,6 +146,29 @@ export interface AttachHandle {
   detach(): void;
   /** The process's exit, or undefined when this client detached or the channel dropped first. */
   exit: Promise<ExitResult | undefined>;
+}
+
+export interface ArchiveGetHandle {
+  stat: ArchiveStat;
+  /** The tar stream of the path; pausing it pauses the agent. It ends early when `done` rejects. */
+  tar: Readable;
+  /** Resolves when the agent has sent the whole archive; rejects with TETHER_ARCHIVE_FAILED otherwise. */
+  done: Promise<void>;
+}
+
+/** Resolves when the channel closed with status 0; otherwise rejects with what the agent said on stderr. */
+function archiveOutcome(channel: ClientChannel, what: string): Promise<void> {
+  let message = '';
+  channel.stderr.on('data', (chunk: Buffer) => (message += chunk.toString()));
+  return exitFrom(channel).then((exit) => {
+    if (exit?.exitCode === 0) return;
+    const reason = message.trim().replace(/^tether: /, '');
+    throw new TetherError(
+      'TETHER_ARCHIVE_FAILED',
+      reason ||
+        `${what}: the agent ended it with ${exit ? `status ${exit.exitCode}` : 'no exit status (channel lost)'}`,
+    );
+  });
 }
 
 export class ChannelClient {
@@ -283,6 +311,66 @@ export class ChannelClient {
       detach: () => channel.close(),
       exit,
     };
+  }
+
+  /** A path in the container (lstat); TETHER_PATH_NOT_FOUND when it is not there. */
+  async archiveStat(path: string): Promise<ArchiveStat> {
+    const channel = await this.#subsystem(archiveStatRequest.subsystem);
+    channel.write(encodeParams(archiveStatRequest, { path }));
+    const result = await readReply(archiveStatRequest, channel, () => {});
+    return result.stat;
+  }
+
+  /**
+   * A tar stream of a path in the container (docker cp CTR:PATH), entries named under the path's last
+   * component. Rejects with TETHER_PATH_NOT_FOUND before any byte when the path is not there.
+   */
+  async archiveGet(path: string): Promise<ArchiveGetHandle> {
+    const channel = await this.#subsystem(archiveGetRequest.subsystem);
+    const tar = new PassThrough();
+    const done = archiveOutcome(channel, `archive of ${path}`);
+    done.catch(() => {}); // the caller awaits it; after a failed reply nobody does
+    channel.on('end', () => tar.end());
+    channel.write(encodeParams(archiveGetRequest, { path }));
+    const result = await readReply(archiveGetRequest, channel, (chunk) => {
+      if (!tar.write(chunk)) {
+        channel.pause();
+        tar.once('drain', () => channel.resume());
+      }
+    });
+    // The caller may give up on the tar (destroy it): close the channel so the agent stops packing.
+    tar.once('close', () => channel.close());
+    return { stat: result.stat, tar, done };
+  }
+
+  /**
+   * Extracts a tar stream into a directory of the container (docker cp SRC CTR:DIR). Rejects with
+   * TETHER_PATH_NOT_FOUND before reading `tar` when the directory is not there (the caller still owns `tar`),
+   * and with TETHER_ARCHIVE_FAILED when the agent could not extract it.
+   */
+  async archivePut(path: string, tar: Readable, options: Omit<ArchivePutParams, 'path'> = {}): Promise<void> {
+    const channel = await this.#subsystem(archivePutRequest.subsystem);
+    const done = archiveOutcome(channel, `extracting into ${path}`);
+    done.catch(() => {}); // awaited below; a failed reply must not leave it unhandled
+    channel.write(encodeParams(archivePutRequest, { path, ...options }));
+    await readReply(archivePutRequest, channel, () => {});
+    // By hand rather than pipe(), so any stream with data/end/pause/resume works (tar-stream's streamx
+    // packs too): the agent's SSH window pauses the tar when it falls behind; EOF when the tar ends.
+    let open = true;
+    const onData = (chunk: Buffer): void => {
+      if (open && !channel.write(chunk)) {
+        tar.pause();
+        channel.once('drain', () => tar.resume());
+      }
+    };
+    tar.on('data', onData);
+    tar.once('end', () => open && channel.end());
+    tar.once('error', () => open && channel.close());
+    channel.once('close', () => {
+      open = false;
+      tar.off('data', onData);
+    });
+    await done;
   }
 
   /** The agent's status records so far, and with `follow`, each new one as it happens. */

@@ -201,6 +201,119 @@ export const statusRequest = defineRequest<StatusParams, Record<string, never>>(
   () => ({}),
 );
 
+// archive-stat@tether, archive-get@tether, archive-put@tether (docker cp) ----------------------------------
+
+/** A path in the container, as Docker's X-Docker-Container-Path-Stat describes it. */
+export interface ArchiveStat {
+  /** The path's last component. */
+  name: string;
+  size: number;
+  /** POSIX st_mode (file type and permission bits); see dockerFileMode() for Docker's Go form. */
+  mode: number;
+  /** Modification time, ISO 8601. */
+  mtime: string;
+  /** The symlink's target when the path is one, else "". */
+  linkTarget: string;
+}
+
+export interface ArchivePathParams {
+  /** An absolute path in the container's root filesystem. */
+  path: string;
+}
+
+export interface ArchivePutParams extends ArchivePathParams {
+  /** Refuse to replace an existing directory with a non-directory and the other way round (Docker's flag). */
+  noOverwriteDirNonDir?: boolean;
+}
+
+export interface ArchiveStatResult {
+  stat: ArchiveStat;
+}
+
+function checkPath(subsystem: string, value: unknown): string {
+  const path = reader(subsystem, value).string('path')!;
+  if (path === '' || path.includes('\0')) throw bad(subsystem, 'path must be a non-empty path');
+  return path;
+}
+
+function checkStat(subsystem: string, value: unknown): ArchiveStatResult {
+  const stat = reader(subsystem, reader(subsystem, value).value['stat']);
+  return {
+    stat: {
+      name: stat.string('name')!,
+      size: stat.number('size')!,
+      mode: stat.number('mode')!,
+      mtime: stat.string('mtime')!,
+      linkTarget: stat.string('linkTarget')!,
+    },
+  };
+}
+
+/** Reply: the path's stat. Nothing follows; the channel ends with status 0. */
+export const archiveStatRequest = defineRequest<ArchivePathParams, ArchiveStatResult>(
+  'archive-stat@tether',
+  (value) => ({ path: checkPath('archive-stat@tether', value) }),
+  (value) => checkStat('archive-stat@tether', value),
+);
+
+/**
+ * Reply: the path's stat; then the channel carries a tar stream of the path, its entries named under the
+ * path's last component (`/etc` gives `etc/...`), and ends with status 0, or 1 with a message on stderr
+ * when packing failed part-way.
+ */
+export const archiveGetRequest = defineRequest<ArchivePathParams, ArchiveStatResult>(
+  'archive-get@tether',
+  (value) => ({ path: checkPath('archive-get@tether', value) }),
+  (value) => checkStat('archive-get@tether', value),
+);
+
+/**
+ * Reply `{}` once the target directory exists; then the client sends a tar stream and ends its side. The
+ * agent extracts it into the directory and ends with status 0, or 1 with a message on stderr.
+ */
+export const archivePutRequest = defineRequest<ArchivePutParams, Record<string, never>>(
+  'archive-put@tether',
+  (value) =>
+    defined({
+      path: checkPath('archive-put@tether', value),
+      noOverwriteDirNonDir: reader('archive-put@tether', value).boolean('noOverwriteDirNonDir', true),
+    }),
+  () => ({}),
+);
+
+/** Go's os.FileMode bits (what Docker's path-stat header carries) for a POSIX st_mode. */
+export function dockerFileMode(mode: number): number {
+  const GO_DIR = 2 ** 31;
+  const GO_SYMLINK = 2 ** 27;
+  const GO_DEVICE = 2 ** 26;
+  const GO_PIPE = 2 ** 25;
+  const GO_SOCKET = 2 ** 24;
+  const GO_SETUID = 2 ** 23;
+  const GO_SETGID = 2 ** 22;
+  const GO_CHARDEV = 2 ** 21;
+  const GO_STICKY = 2 ** 20;
+  let out = mode & 0o777;
+  if (mode & 0o4000) out += GO_SETUID;
+  if (mode & 0o2000) out += GO_SETGID;
+  if (mode & 0o1000) out += GO_STICKY;
+  switch (mode & 0o170000) {
+    case 0o040000:
+      return out + GO_DIR;
+    case 0o120000:
+      return out + GO_SYMLINK;
+    case 0o060000:
+      return out + GO_DEVICE;
+    case 0o020000:
+      return out + GO_DEVICE + GO_CHARDEV;
+    case 0o010000:
+      return out + GO_PIPE;
+    case 0o140000:
+      return out + GO_SOCKET;
+    default:
+      return out;
+  }
+}
+
 // framing --------------------------------------------------------------------------------------------
 
 export function encodeParams<P>(type: RequestType<P, unknown>, params: P): Buffer {

@@ -16,6 +16,9 @@ import {
   encodeLengthPrefixed,
 } from '../../../protocol/src/framing/length-prefixed.ts';
 import {
+  archiveGetRequest,
+  archivePutRequest,
+  archiveStatRequest,
   attachRequest,
   decodeParams,
   decodeReply,
@@ -23,6 +26,7 @@ import {
   encodeReply,
   execRequest,
   statusRequest,
+  dockerFileMode,
   type AttachParams,
   type AttachResult,
   type ExecParams,
@@ -111,6 +115,61 @@ void describe('request parameters', () => {
       stdin: false,
       output: false,
     });
+  });
+
+  void it('archive requests: params and the stat reply round trip; bad ones are refused', () => {
+    const body = (frame: Buffer): Buffer => frame.subarray(4);
+    assert.deepEqual(
+      decodeParams(archiveGetRequest, body(encodeParams(archiveGetRequest, { path: '/etc' }))),
+      {
+        path: '/etc',
+      },
+    );
+    assert.deepEqual(
+      decodeParams(archivePutRequest, body(encodeParams(archivePutRequest, { path: '/tmp' }))),
+      { path: '/tmp' },
+      'noOverwriteDirNonDir absent stays absent',
+    );
+    assert.deepEqual(
+      decodeParams(
+        archivePutRequest,
+        body(encodeParams(archivePutRequest, { path: '/tmp', noOverwriteDirNonDir: true })),
+      ),
+      { path: '/tmp', noOverwriteDirNonDir: true },
+    );
+    const stat = {
+      name: 'etc',
+      size: 4096,
+      mode: 0o40755,
+      mtime: '2024-01-02T03:04:05.000Z',
+      linkTarget: '',
+    };
+    assert.deepEqual(
+      decodeReply(archiveStatRequest, body(encodeReply(archiveStatRequest, { ok: { stat } }))),
+      { ok: { stat } },
+    );
+    const failure = { error: { code: 'TETHER_PATH_NOT_FOUND' as const, message: 'no such file: /x' } };
+    assert.deepEqual(decodeReply(archiveGetRequest, body(encodeReply(archiveGetRequest, failure))), failure);
+    const invalid = (error: unknown): boolean => isTetherError(error, 'TETHER_REQUEST_INVALID');
+    assert.throws(() => decodeParams(archiveStatRequest, pack({})), invalid);
+    assert.throws(() => decodeParams(archiveStatRequest, pack({ path: '' })), invalid);
+    assert.throws(
+      () => decodeParams(archivePutRequest, pack({ path: '/x', noOverwriteDirNonDir: 1 })),
+      invalid,
+    );
+    assert.throws(
+      () => decodeReply(archiveStatRequest, pack({ ok: { stat: { ...stat, mtime: 5 } } })),
+      invalid,
+    );
+  });
+
+  void it("dockerFileMode gives Go's os.FileMode bits", () => {
+    assert.equal(dockerFileMode(0o100644), 0o644);
+    assert.equal(dockerFileMode(0o40755), 2 ** 31 + 0o755);
+    assert.equal(dockerFileMode(0o120777), 2 ** 27 + 0o777);
+    assert.equal(dockerFileMode(0o104755), 2 ** 23 + 0o755, 'setuid');
+    assert.equal(dockerFileMode(0o41777), 2 ** 31 + 2 ** 20 + 0o777, 'sticky /tmp');
+    assert.equal(dockerFileMode(0o20666), 2 ** 26 + 2 ** 21 + 0o666, 'character device');
   });
 
   void it('exec@tether params round trip under arbitrary chunking', () => {
