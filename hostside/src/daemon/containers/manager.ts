@@ -658,6 +658,10 @@ export class ContainerManager {
     this.#log.info({ container: container.id, signal, graceMs: grace }, 'stopping');
     // A container still booting spends its grace bringing the agent up; the signal then goes as usual.
     const deadline = Date.now() + grace;
+    this.#options.events.publish('container', 'kill', container.id, {
+      ...this.#attributes(container),
+      signal: signal.replace(/^SIG/, ''),
+    });
     const sent = await this.#signal(container, signal, Math.min(grace, this.#bootTimeout));
     if (!sent) {
       // No channel yet (still booting): the power button makes the agent stop what it runs.

@@ -105,7 +105,7 @@ export function registerSystemRoutes(router: Router, info: SystemInfo): void {
       Images: info.imageCount(),
       Driver: 'tether-vm',
       DriverStatus: [['VM driver', info.manager.driver.name]],
-      Plugins: { Volume: [], Network: ['tether'], Authorization: null, Log: ['tether-log-port'] },
+      Plugins: { Volume: [], Network: ['tether'], Authorization: null, Log: ['json-file'] },
       MemoryLimit: true,
       SwapLimit: false,
       CpuCfsPeriod: false,
@@ -115,7 +115,8 @@ export function registerSystemRoutes(router: Router, info: SystemInfo): void {
       NFd: 0,
       NGoroutines: 0,
       SystemTime: new Date().toISOString(),
-      LoggingDriver: 'tether-log-port',
+      // Our log file behaves as json-file does (max-size, max-file, docker logs); clients branch on the name.
+      LoggingDriver: 'json-file',
       CgroupDriver: 'none',
       CgroupVersion: '2',
       NEventsListener: info.manager.events.listenerCount('event'),
