@@ -171,7 +171,12 @@ export function registerContainerRoutes(router: Router, deps: ContainerRouteDeps
         const r = c.record;
         switch (key) {
           case 'name':
-            return values.some((v) => new RegExp(v.replace(/^\//, '')).test(r.name));
+            // As Docker since 18.09: the pattern matches the name with or without its leading slash
+            // (`name=^/web$` is the usual exact match in scripts).
+            return values.some((v) => {
+              const pattern = new RegExp(v);
+              return pattern.test(r.name) || pattern.test(`/${r.name}`);
+            });
           case 'id':
             return values.some((v) => r.id.startsWith(v));
           case 'status':
