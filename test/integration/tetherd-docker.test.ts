@@ -151,6 +151,13 @@ describe('tetherd (dev driver): docker CLI flows', () => {
       'tdk-ps-done',
     );
     assert.equal(await ok(['ps', '--filter', 'name=tdk-ps-', '--format', '{{.Names}}']), 'tdk-ps-up');
+    // Docker matches the name pattern with and without the leading slash.
+    for (const exact of ['^/tdk-ps-done$', '^tdk-ps-done$', '/tdk-ps-done'])
+      assert.equal(
+        await ok(['ps', '-a', '--filter', `name=${exact}`, '--format', '{{.Names}}']),
+        'tdk-ps-done',
+        exact,
+      );
     assert.equal(
       await ok(['ps', '-a', '--filter', `id=${done.slice(0, 12)}`, '--format', '{{.Names}}']),
       'tdk-ps-done',
