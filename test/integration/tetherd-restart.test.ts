@@ -145,7 +145,8 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
     const created = results.filter((result) => result.code === 0).map((result) => result.stdout.trim());
     assert.ok(created.length >= 3 && created.length < 20, `${created.length} of 20 created before the kill`);
 
-    d = await daemon.restart();
+    const next = await daemon.restart();
+    d = next;
     const listed = (await ok(['ps', '-a', '--no-trunc', '-q', '--filter', 'name=burst-']))
       .split('\n')
       .filter(Boolean);
@@ -153,7 +154,7 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
       assert.ok(listed.includes(id), `${id} was created (answered) and must be listed`);
     for (const id of listed) {
       const record = JSON.parse(
-        readFileSync(join(d.root, 'containers', id.slice(0, 12), 'container.json'), 'utf8'),
+        readFileSync(join(next.root, 'containers', id.slice(0, 12), 'container.json'), 'utf8'),
       ) as {
         id: string;
       };
@@ -161,7 +162,7 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
       assert.match(await ok(['inspect', '-f', '{{.Name}} {{.State.Status}}', id]), /^\/burst-\d+ created$/);
     }
     const all = (await ok(['ps', '-a', '--no-trunc', '-q'])).split('\n').filter(Boolean);
-    const dirs = readdirSync(join(d.root, 'containers'));
+    const dirs = readdirSync(join(next.root, 'containers'));
     assert.deepEqual(
       dirs.filter((entry) => entry.startsWith('.')),
       [],
@@ -177,7 +178,7 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
     for (let i = 0; i < 20; i++) {
       const name = `burst-${i}`;
       const taken = (await ok(['ps', '-a', '-q', '--filter', `name=^/${name}$`])) !== '';
-      const again = await d.docker(['create', '--name', name, IMG, 'true']);
+      const again = await next.docker(['create', '--name', name, IMG, 'true']);
       if (taken) assert.match(again.stderr, /Conflict\. The container name "\/burst-\d+" is already in use/);
       else assert.equal(again.code, 0, `${name} is free again: ${again.stderr}`);
     }
