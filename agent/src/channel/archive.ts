@@ -7,6 +7,7 @@
  * refuses paths through a symlink and hard links that leave it), and skips every later entry: the ones
  * before it stay, as with Docker. Symlinks may point anywhere, as in Docker: they are never followed when writing.
  */
+import * as fs from 'node:fs';
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -130,8 +131,20 @@ export function receiveArchive(
   // directory) the extractor is destroyed and the entry's stream errors too; the extractor's error is the
   // one reported, and this keeps the entry's copy from being an uncaught 'error' event.
   parser.on('entry', (_header, stream) => stream.on('error', () => {}));
-  // tar-fs 3 options that @types/tar-fs (written for 2.x) does not list: extract, validateSymlinks.
-  const options: tarFs.ExtractOptions & { extract: unknown; validateSymlinks: boolean } = {
+  // tar-fs 3 options that @types/tar-fs (written for 2.x) does not list: extract, validateSymlinks, fs.
+  // The extractor says 'finish' once it has read the whole tar, which can be before tar-fs has written the
+  // last file: count the files still being written, so the exit (and the client's next read) comes after.
+  const writing = new Set<Promise<void>>();
+  const trackingFs = {
+    ...fs,
+    createWriteStream: (...args: Parameters<typeof fs.createWriteStream>) => {
+      const stream = fs.createWriteStream(...args);
+      writing.add(new Promise<void>((resolve) => stream.once('close', () => resolve())));
+      return stream;
+    },
+  };
+  const options: tarFs.ExtractOptions & { extract: unknown; validateSymlinks: boolean; fs: unknown } = {
+    fs: trackingFs,
     extract: parser,
     // Symlinks may point anywhere, as in Docker (absolute targets are the container's paths); tar-fs still
     // refuses to write through one.
@@ -175,7 +188,7 @@ export function receiveArchive(
     channel.end();
   };
   sink.on('error', (error: Error) => finish(error));
-  sink.on('finish', () => finish(refused));
+  sink.on('finish', () => void Promise.all(writing).then(() => finish(refused)));
   if (first.length > 0) sink.write(first);
   channel.pipe(sink);
   channel.resume();
