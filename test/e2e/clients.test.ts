@@ -214,7 +214,18 @@ describe('docker-py and docker-compose against tetherd (QEMU)', { timeout: 300_0
     if (!daemon) return t.skip('no tetherd');
     const events = step('events');
     const svc = (events['svc'] as string[]).filter((a) => !a.startsWith('exec_'));
-    assert.deepEqual(svc, ['create', 'start', 'kill', 'die', 'start', 'restart', 'kill', 'die', 'stop', 'destroy']);
+    assert.deepEqual(svc, [
+      'create',
+      'start',
+      'kill',
+      'die',
+      'start',
+      'restart',
+      'kill',
+      'die',
+      'stop',
+      'destroy',
+    ]);
     assert.ok((events['svc'] as string[]).includes('exec_die'));
     assert.deepEqual(events['once'], ['create', 'start', 'die', 'destroy']);
     assert.ok((events['types'] as string[]).includes('image'));
