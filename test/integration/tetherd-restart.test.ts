@@ -82,7 +82,7 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
     );
     const after = assertGaplessCounter((await d!.docker(['logs', counter])).stdout, 'after the restart');
     // 2 s down at up to 100 lines a second: the lines written meanwhile are there.
-    assert.ok(after > before + 50, `${before} lines before the kill, ${after} after the restart`);
+    assert.ok(after > before + 20, `${before} lines before the kill, ${after} after the restart`);
 
     const attach = await rawAttach(d!.socket, counter, 'stream=1&stdout=1');
     await eventually(
@@ -125,7 +125,7 @@ describe('tetherd (dev driver): restart and re-adoption', () => {
     d = await d!.restart();
     assert.equal(await ok(['inspect', '-f', '{{.State.Status}} {{.State.Pid}}', id]), `running ${agent}`);
     const count = assertGaplessCounter((await d!.docker(['logs', id])).stdout, 'after a SIGTERM restart');
-    assert.ok(count > before + 25, `the process kept counting while tetherd was gone (${before} → ${count})`);
+    assert.ok(count > before + 10, `the process kept counting while tetherd was gone (${before} → ${count})`);
     await ok(['rm', '-f', id]);
     await eventually('rm -f to take the agent down', () => !alive(agent), 5000);
   });
