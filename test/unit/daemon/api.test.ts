@@ -1,7 +1,8 @@
 /** The pure parts of tetherd's API edge: version paths, request mapping, filters, Docker's shapes. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { goFileMode, statHeader } from '../../../hostside/src/daemon/api/docker/archive.ts';
+import { statHeader } from '../../../hostside/src/daemon/api/docker/archive.ts';
+import { dockerFileMode } from '../../../protocol/src/requests/requests.ts';
 import { encodeOutput } from '../../../hostside/src/daemon/api/docker/attach.ts';
 import { humanDuration } from '../../../hostside/src/daemon/api/docker/container-json.ts';
 import {
@@ -183,9 +184,9 @@ void describe("Docker's query parameters and shapes", () => {
   });
 
   void it("gives paths Go's file-mode bits for docker cp", () => {
-    assert.equal(goFileMode(0o040755), 2 ** 31 + 0o755);
-    assert.equal(goFileMode(0o120777), 2 ** 27 + 0o777);
-    assert.equal(goFileMode(0o100644), 0o644);
+    assert.equal(dockerFileMode(0o040755), 2 ** 31 + 0o755);
+    assert.equal(dockerFileMode(0o120777), 2 ** 27 + 0o777);
+    assert.equal(dockerFileMode(0o100644), 0o644);
     const header = JSON.parse(
       Buffer.from(
         statHeader({ name: 'etc', size: 4096, mode: 0o040755, mtime: 'x', linkTarget: '' }),

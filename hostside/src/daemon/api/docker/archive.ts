@@ -4,36 +4,13 @@
  * the X-Docker-Container-Path-Stat header, base64 JSON with Go's file-mode bits, as the CLI expects.
  */
 import { pipeline } from 'node:stream/promises';
-import { TetherError } from '../../../../../protocol/src/errors/errors.ts';
+import { isTetherError, TetherError } from '../../../../../protocol/src/errors/errors.ts';
+import { dockerFileMode, type ArchiveStat } from '../../../../../protocol/src/requests/requests.ts';
 import type { ContainerManager } from '../../containers/manager.ts';
 import type { Router, RouteContext } from '../http/router.ts';
 
-/** Go's os.FileMode type bits, which the docker CLI tests (IsDir, symlink). */
-const GO_MODE_DIR = 2 ** 31;
-const GO_MODE_SYMLINK = 2 ** 27;
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
-
-export interface PathStat {
-  name: string;
-  size: number;
-  mode: number;
-  mtime: string;
-  linkTarget: string;
-}
-
-/** Pure: a unix st_mode as Go's FileMode (permission bits plus the type bit). */
-export function goFileMode(unixMode: number): number {
-  const type = unixMode & S_IFMT;
-  const perm = unixMode & 0o777;
-  if (type === S_IFDIR) return GO_MODE_DIR + perm;
-  if (type === S_IFLNK) return GO_MODE_SYMLINK + perm;
-  return perm;
-}
-
-export function statHeader(stat: PathStat): string {
-  return Buffer.from(JSON.stringify({ ...stat, mode: goFileMode(stat.mode) })).toString('base64');
+export function statHeader(stat: ArchiveStat): string {
+  return Buffer.from(JSON.stringify({ ...stat, mode: dockerFileMode(stat.mode) })).toString('base64');
 }
 
 function pathOf(ctx: RouteContext): string {
@@ -41,6 +18,23 @@ function pathOf(ctx: RouteContext): string {
   if (!path)
     throw new TetherError('TETHER_INVALID_PARAMETER', 'path is required (the path inside the container)');
   return path.startsWith('/') ? path : `/${path}`;
+}
+
+/** Docker's words for a path that is not there (the CLI prints them as they are). */
+async function dockerPathErrors<T>(path: string, containerId: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (isTetherError(error, 'TETHER_PATH_NOT_FOUND'))
+      throw new TetherError(
+        'TETHER_PATH_NOT_FOUND',
+        `Could not find the file ${path} in container ${containerId}`,
+        {
+          cause: error,
+        },
+      );
+    throw error;
+  }
 }
 
 export function registerArchiveRoutes(router: Router, manager: ContainerManager): void {
@@ -55,7 +49,10 @@ export function registerArchiveRoutes(router: Router, manager: ContainerManager)
   };
 
   router.add('HEAD', '/containers/{id}/archive', async (ctx) => {
-    const stat = await (await client(ctx)).archiveStat(pathOf(ctx));
+    const channel = await client(ctx);
+    const stat = await dockerPathErrors(pathOf(ctx), ctx.params['id']!, () =>
+      channel.archiveStat(pathOf(ctx)),
+    );
     ctx.send(200, undefined, {
       'X-Docker-Container-Path-Stat': statHeader(stat),
       'Content-Type': 'application/x-tar',
@@ -64,15 +61,21 @@ export function registerArchiveRoutes(router: Router, manager: ContainerManager)
 
   router.add('GET', '/containers/{id}/archive', async (ctx) => {
     const channel = await client(ctx);
-    const { stat, tar, done } = await channel.archiveGet(pathOf(ctx));
+    const { stat, tar, done } = await dockerPathErrors(pathOf(ctx), ctx.params['id']!, () =>
+      channel.archiveGet(pathOf(ctx)),
+    );
     const out = ctx.stream(200, 'application/x-tar', { 'X-Docker-Container-Path-Stat': statHeader(stat) });
-    await pipeline(tar, out);
+    // The response ends only once the agent says the tar is whole: a failure part-way then cuts the
+    // connection (the client sees a truncated body) instead of ending a clean, short tar that the CLI
+    // would unpack as a success.
+    await pipeline(tar, out, { end: false });
     await done;
+    out.end();
   });
 
   router.add('PUT', '/containers/{id}/archive', async (ctx) => {
     const channel = await client(ctx);
-    await channel.archivePut(pathOf(ctx), ctx.req);
+    await dockerPathErrors(pathOf(ctx), ctx.params['id']!, () => channel.archivePut(pathOf(ctx), ctx.req));
     ctx.send(200, '');
   });
 }

@@ -133,6 +133,17 @@ function timeoutOf(query: URLSearchParams): number | undefined {
   return seconds < 0 ? 3600 * 24 : seconds;
 }
 
+function filterPattern(value: string): RegExp {
+  try {
+    return new RegExp(value);
+  } catch (error) {
+    throw new TetherError(
+      'TETHER_INVALID_PARAMETER',
+      `invalid filter name=${value}: ${(error as Error).message}`,
+    );
+  }
+}
+
 /** Docker's `filters` query parameter: JSON {"name": ["x"], "status": ["running"]} (or legacy {"name":{"x":true}}). */
 export function parseFilters(raw: string | null): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -174,7 +185,7 @@ export function registerContainerRoutes(router: Router, deps: ContainerRouteDeps
             // As Docker since 18.09: the pattern matches the name with or without its leading slash
             // (`name=^/web$` is the usual exact match in scripts).
             return values.some((v) => {
-              const pattern = new RegExp(v);
+              const pattern = filterPattern(v);
               return pattern.test(r.name) || pattern.test(`/${r.name}`);
             });
           case 'id':
