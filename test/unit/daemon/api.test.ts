@@ -17,7 +17,7 @@ import { statusForError } from '../../../hostside/src/daemon/api/http/errors.ts'
 import { compareVersions, splitVersion } from '../../../hostside/src/daemon/api/http/router.ts';
 import { formatVmTable } from '../../../hostside/src/cli/daemon-command.ts';
 import type { DockerEvent } from '../../../hostside/src/daemon/containers/events.ts';
-import { mergeEnv, normaliseSignal } from '../../../hostside/src/daemon/containers/manager.ts';
+import { mergeEnv, normaliseSignal, restartWanted } from '../../../hostside/src/daemon/containers/manager.ts';
 import { defaultDaemonPaths } from '../../../hostside/src/daemon/state/daemon-paths.ts';
 import { TetherError, isTetherError } from '../../../protocol/src/errors/errors.ts';
 
@@ -249,5 +249,22 @@ void describe("Docker's query parameters and shapes", () => {
     const column = lines[0]!.indexOf('STATUS');
     assert.equal(lines[1]!.indexOf('running'), column);
     assert.equal(lines[2]!.indexOf('exited'), column);
+  });
+});
+
+void describe('restart policies', () => {
+  void it("bring a container back as Docker's do, never after a stop or a failed boot", () => {
+    const ok = { exitCode: 0, error: '' };
+    const failed = { exitCode: 2, error: '' };
+    assert.equal(restartWanted('no', failed, false), false);
+    assert.equal(restartWanted('always', ok, false), true);
+    assert.equal(restartWanted('unless-stopped', ok, false), true);
+    assert.equal(restartWanted('on-failure', ok, false), false);
+    assert.equal(restartWanted('on-failure', failed, false), true);
+    assert.equal(restartWanted('always', failed, true), false);
+    assert.equal(
+      restartWanted('always', { exitCode: 128, error: 'boot failed at config: bad' }, false),
+      false,
+    );
   });
 });

@@ -34,6 +34,8 @@ export interface Boot {
   rotation?: Rotation;
   /** The exit monitor's output-less attach; signals to the main process go through it. */
   monitor?: AttachHandle | undefined;
+  /** docker stop or kill: the restart policy does not apply to this boot's end. */
+  stoppedByUser?: boolean;
   /** The most recent terminal size any client asked for. */
   terminalSize?: { rows: number; cols: number };
   ended: boolean;
@@ -49,6 +51,8 @@ export class Container {
   readonly #logs: LogStore | undefined;
   #follower: LogFollower | undefined;
   boot: Boot | undefined;
+  /** Restarts by policy in a row that ended quickly (for the backoff). */
+  policyRestarts?: number;
   #channel: Promise<ChannelClient> | undefined;
   /** Serialises start/stop/kill/remove on this container. */
   #queue: Promise<unknown> = Promise.resolve();

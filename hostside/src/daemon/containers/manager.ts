@@ -562,6 +562,24 @@ export class ContainerManager {
       await this.remove(container.id, { force: true }).catch((error: unknown) =>
         this.#log.error({ container: container.id, err: describeError(error) }, 'auto-remove failed'),
       );
+    else if (restartWanted(container.record.hostConfig.restartPolicy, result, boot.stoppedByUser === true))
+      this.#restartByPolicy(container, boot);
+  }
+
+  /** Docker's backoff: 100 ms doubling per quick failure, at most a minute; a boot that ran 10 s resets it. */
+  #restartByPolicy(container: Container, boot: Boot): void {
+    const ranMs = performance.now() - boot.t0;
+    container.policyRestarts = ranMs > 10_000 ? 0 : (container.policyRestarts ?? 0) + 1;
+    const delay = Math.min(100 * 2 ** container.policyRestarts, 60_000);
+    this.#log.info({ container: container.id, delayMs: delay }, 'restarting by policy');
+    const timer = setTimeout(() => {
+      if (this.#closed || !this.#containers.has(container.id) || container.running) return;
+      container.update((r) => void (r.restartCount += 1));
+      this.start(container.id).catch((error: unknown) =>
+        this.#log.error({ container: container.id, err: describeError(error) }, 'policy restart failed'),
+      );
+    }, delay);
+    timer.unref();
   }
 
   #exitOf(boot: Boot, vmExit: VmExit): { exitCode: number; error: string } {
@@ -593,6 +611,8 @@ export class ContainerManager {
         ...this.#attributes(container),
         signal: name.replace(/^SIG/, ''),
       });
+      // As Docker: a container the user killed or stopped is not brought back by its restart policy.
+      if (container.boot) container.boot.stoppedByUser = true;
       const sent = await this.#signal(container, name, name === 'SIGKILL' ? 0 : this.#bootTimeout);
       if (!sent && name === 'SIGKILL') await this.#killVm(container);
       else if (!sent)
@@ -658,6 +678,7 @@ export class ContainerManager {
     this.#log.info({ container: container.id, signal, graceMs: grace }, 'stopping');
     // A container still booting spends its grace bringing the agent up; the signal then goes as usual.
     const deadline = Date.now() + grace;
+    boot.stoppedByUser = true;
     this.#options.events.publish('container', 'kill', container.id, {
       ...this.#attributes(container),
       signal: signal.replace(/^SIG/, ''),
@@ -915,6 +936,18 @@ const CHANNEL_SIGNALS = [
   'KILL',
   'PIPE',
 ];
+
+/** Pure: whether Docker's restart policy brings a container back after this exit. A boot that failed (its
+ * VM could not run the process) is not retried: it would fail the same way, a VM boot at a time. */
+export function restartWanted(
+  policy: ContainerHostConfig['restartPolicy'],
+  exit: { exitCode: number; error: string },
+  stoppedByUser: boolean,
+): boolean {
+  if (stoppedByUser || exit.error.startsWith('boot failed')) return false;
+  if (policy === 'always' || policy === 'unless-stopped') return true;
+  return policy === 'on-failure' && exit.exitCode !== 0;
+}
 
 export function normaliseSignal(signal: string): string {
   const upper = signal.toUpperCase();
