@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
-import { basename, dirname, join, posix } from 'node:path';
+import { basename, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ServerChannel } from 'ssh2';
 import tarFs from 'tar-fs';
@@ -64,8 +64,14 @@ export function sendArchive(rootDir: string, path: string, channel: ServerChanne
   const hostPath = containerPath(rootDir, path);
   const name = basename(hostPath);
   // strict: false skips what tar-fs cannot pack (sockets, devices, fifos) rather than failing the copy.
+  // The path itself is packed and its entries renamed under `name`, rather than packing `name` from the
+  // parent: tar-fs refuses every entry when its cwd is `/` (its inside-cwd check tests the prefix `//`),
+  // and in a VM the parent of /www is `/`.
   const pack = name
-    ? tarFs.pack(dirname(hostPath), { entries: [name], strict: false })
+    ? tarFs.pack(hostPath, {
+        strict: false,
+        map: (header) => ({ ...header, name: header.name === '.' ? name : posix.join(name, header.name) }),
+      })
     : tarFs.pack(hostPath, { strict: false });
   const source = pack as unknown as Readable;
   let done = false;
