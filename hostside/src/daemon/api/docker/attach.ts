@@ -62,6 +62,22 @@ export function encodeOutput(entry: LogEntry, tty: boolean): Buffer {
   return tty ? entry.data : encodeDockerFrame(entry.stream, entry.data);
 }
 
+/**
+ * The follower hands the same entry to every attach client: frame it once for all of them, not one copy
+ * of the payload per client (measured with bench/tetherd.bench.ts, attach fan-out).
+ */
+const sharedFrames = new WeakMap<LogEntry, Buffer>();
+
+function encodeShared(entry: LogEntry, tty: boolean): Buffer {
+  if (tty) return entry.data;
+  let frame = sharedFrames.get(entry);
+  if (!frame) {
+    frame = encodeDockerFrame(entry.stream, entry.data);
+    sharedFrames.set(entry, frame);
+  }
+  return frame;
+}
+
 /** Writes and resolves when the stream can take more (or has gone: a closed peer never blocks us). */
 export function writeWithBackpressure(out: Writable, bytes: Buffer): Promise<void> {
   return new Promise((resolve) => {
@@ -132,7 +148,7 @@ export async function attachContainer(
       for await (const entry of readLogs(container.logs, { follow: false, signal: abort.signal }))
         if (wants(entry)) await peer.write(encodeOutput(entry, tty));
     if (subscription)
-      for await (const entry of subscription) if (wants(entry)) await peer.write(encodeOutput(entry, tty));
+      for await (const entry of subscription) if (wants(entry)) await peer.write(encodeShared(entry, tty));
   } catch (error) {
     log.warn({ container: container.id, err: describeError(error) }, 'attach output failed');
   } finally {

@@ -66,7 +66,7 @@ export function registerExecRoutes(router: Router, manager: ContainerManager, se
   router.add('POST', '/containers/{id}/exec', async (ctx) => {
     const container = manager.find(ctx.params['id']!);
     const body = parseBody(execCreateSchema, await ctx.json(), 'exec config');
-    if (!container.running)
+    if (!container.running || container.boot?.exit)
       throw new TetherError('TETHER_NOT_RUNNING', `container ${container.id} is not running`);
     const detachKeys = body.DetachKeys || DEFAULT_DETACH_KEYS;
     parseDetachKeys(detachKeys);
@@ -105,7 +105,7 @@ export function registerExecRoutes(router: Router, manager: ContainerManager, se
     if (session.started)
       throw new TetherError('TETHER_NAME_CONFLICT', `exec ${session.id} has already started`);
     const container = manager.find(session.containerId);
-    if (!container.running)
+    if (!container.running || container.boot?.exit)
       throw new TetherError('TETHER_NOT_RUNNING', `container ${container.id} is not running`);
     session.started = true;
     const size = sizeFrom(body.ConsoleSize) ?? session.consoleSize;

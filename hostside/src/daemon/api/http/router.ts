@@ -183,7 +183,12 @@ export class Router {
         return;
       }
       if (answered) {
-        this.#log.warn({ path, err: describeError(error) }, 'response failed after headers');
+        // A client that hangs up once it has what it wanted (docker cp reads a tar to its end marker).
+        const premature = (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
+        this.#log[premature ? 'debug' : 'warn'](
+          { path, err: describeError(error) },
+          'response failed after headers',
+        );
         res?.destroy();
         return;
       }
