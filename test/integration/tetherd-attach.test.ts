@@ -86,7 +86,7 @@ describe('tetherd (dev driver): the attach multiplexer', () => {
     await ok(['rm', id]);
   });
 
-  it('a client that stops reading is cut loose; the others, docker logs and the container are not held up', async (t) => {
+  it('a client that stops reading is cut loose after 10 s; the container is never held up, the others not for long', async (t) => {
     if (!ready(t)) return;
     const lines = 1_500_000; // about 11 MiB
     const id = await ok(['run', '-d', '-i', IMG, 'sh', '-c', `read go; seq 1 ${lines}`]);
@@ -108,7 +108,7 @@ describe('tetherd (dev driver): the attach multiplexer', () => {
     assert.equal(logs.stdout.length, expected.length, 'docker logs has every byte');
     assert.ok(logs.stdout === expected, 'docker logs has the bytes in order');
 
-    assert.match(d!.logs(), /attach client too slow: cut loose/);
+    assert.match(d!.logs(), /attach client stopped reading: cut loose/);
     // Now read what the stalled client was given: a prefix, then the end of the stream (not a hang).
     stalled.socket.resume();
     await stalled.ended;

@@ -1,13 +1,17 @@
 /**
  * Fan-out of one container's live output to many attach clients: one reader decodes each new frame
- * once and hands it to every subscriber. Each subscriber has its own bounded queue; one that falls
- * `queueBytes` behind is cut loose (told why), so a slow client never holds memory without bound, never
- * slows the others, and never slows the container (the hypervisor writes a file; nobody pushes back).
+ * once and hands it to every subscriber. Each subscriber has its own bounded queue. When one is full the
+ * shared reader waits for it (the file keeps the bytes meanwhile: the container is never slowed, and a
+ * client that reads slower than the container writes still gets every byte, as with Docker); one that
+ * makes no progress for `stallMs` is cut loose (told why), so a client that stops reading never holds
+ * memory without bound nor the other clients for long.
  */
 import type { LogStore } from './log-store.ts';
 import { readLogs, type LogEntry } from './log-reader.ts';
 
 export const DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024;
+/** A full subscriber that takes nothing for this long has stopped reading. */
+export const DEFAULT_STALL_MS = 10_000;
 
 /**
  * Why a subscription ended: the container stopped and everything was delivered; the subscriber fell
@@ -16,7 +20,7 @@ export const DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024;
 export type SubscriptionEnd = 'stopped' | 'overflow' | 'closed' | 'removed' | 'error';
 
 export interface SubscribeOptions {
-  /** Bytes of payload queued for this subscriber before it is cut loose. */
+  /** Bytes of payload queued for this subscriber before the shared reader waits for it. */
   queueBytes?: number;
   /** Told once, when the subscription ends for any reason. */
   onEnd?: (reason: SubscriptionEnd, error?: unknown) => void;
@@ -33,6 +37,9 @@ export class LogSubscription implements AsyncIterableIterator<LogEntry> {
   #endReason: SubscriptionEnd | undefined;
   #error: unknown;
   #waiter: ((result: IteratorResult<LogEntry>) => void) | undefined;
+  #onDrained: (() => void) | undefined;
+  /** Date.now() when it last took an entry. */
+  lastProgress = Date.now();
 
   /** @internal Made by LogFollower.subscribe(). */
   constructor(
@@ -63,6 +70,12 @@ export class LogSubscription implements AsyncIterableIterator<LogEntry> {
         this.#head = 0;
       }
       this.#queuedBytes -= entry.data.length;
+      this.lastProgress = Date.now();
+      if (this.#onDrained && this.#queuedBytes <= this.#limit / 2) {
+        const drained = this.#onDrained;
+        this.#onDrained = undefined;
+        drained();
+      }
       return Promise.resolve({ value: entry, done: false });
     }
     if (this.#endReason !== undefined) return Promise.resolve({ value: undefined, done: true });
@@ -86,24 +99,37 @@ export class LogSubscription implements AsyncIterableIterator<LogEntry> {
     this.end('closed');
   }
 
-  /** @internal From the follower: queue one entry, or cut the subscriber loose when over its limit. */
+  /** @internal From the follower: queue one entry (the follower keeps the queue near its limit). */
   deliver(entry: LogEntry): void {
     if (this.#endReason !== undefined) return;
     const waiter = this.#waiter;
     if (waiter) {
       this.#waiter = undefined;
+      this.lastProgress = Date.now();
       waiter({ value: entry, done: false });
-      return;
-    }
-    if (this.#queuedBytes + entry.data.length > this.#limit) {
-      this.#queue = [];
-      this.#head = 0;
-      this.#queuedBytes = 0;
-      this.end('overflow');
       return;
     }
     this.#queue.push(entry);
     this.#queuedBytes += entry.data.length;
+  }
+
+  /** @internal Whether the follower must wait for this subscriber before reading on. */
+  get full(): boolean {
+    return this.#endReason === undefined && this.#queuedBytes > this.#limit;
+  }
+
+  /** @internal Resolves when the queue is down to half its limit, or the subscription ended. */
+  drained(): Promise<void> {
+    if (!this.full) return Promise.resolve();
+    return new Promise((resolve) => (this.#onDrained = resolve));
+  }
+
+  /** @internal The subscriber stopped reading: drop its queue and let it go. */
+  cut(): void {
+    this.#queue = [];
+    this.#head = 0;
+    this.#queuedBytes = 0;
+    this.end('overflow');
   }
 
   /** @internal Ends the subscription once (queued entries still come out, except after overflow/close). */
@@ -115,6 +141,9 @@ export class LogSubscription implements AsyncIterableIterator<LogEntry> {
     const waiter = this.#waiter;
     this.#waiter = undefined;
     waiter?.({ value: undefined, done: true });
+    const drained = this.#onDrained;
+    this.#onDrained = undefined;
+    drained?.();
     this.#onEnd?.(reason, this.#error);
   }
 }
@@ -122,12 +151,14 @@ export class LogSubscription implements AsyncIterableIterator<LogEntry> {
 export class LogFollower {
   readonly #store: LogStore;
   readonly #queueBytes: number;
+  readonly #stallMs: number;
   readonly #subscribers = new Set<LogSubscription>();
   #abort: AbortController | undefined;
 
-  constructor(store: LogStore, options: { queueBytes?: number } = {}) {
+  constructor(store: LogStore, options: { queueBytes?: number; stallMs?: number } = {}) {
     this.#store = store;
     this.#queueBytes = options.queueBytes ?? DEFAULT_QUEUE_BYTES;
+    this.#stallMs = options.stallMs ?? DEFAULT_STALL_MS;
   }
 
   get subscriberCount(): number {
@@ -152,6 +183,27 @@ export class LogFollower {
     for (const subscription of [...this.#subscribers]) subscription.close();
   }
 
+  /** Reads on once every full subscriber has room again; one that took nothing for stallMs is cut. */
+  async #waitForFullSubscribers(signal: AbortSignal, aborted: Promise<void>): Promise<void> {
+    for (;;) {
+      const full = [...this.#subscribers].filter((subscription) => subscription.full);
+      if (full.length === 0 || signal.aborted) return;
+      const now = Date.now();
+      for (const subscription of full)
+        if (now - subscription.lastProgress >= this.#stallMs) subscription.cut();
+      const waiting = full.filter((subscription) => subscription.full);
+      if (waiting.length === 0) continue;
+      const nextStall = Math.min(...waiting.map((s) => s.lastProgress)) + this.#stallMs - now;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(waiting.map((subscription) => subscription.drained())),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(1, nextStall)))),
+        aborted,
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
   #unsubscribe(subscription: LogSubscription): void {
     this.#subscribers.delete(subscription);
     if (this.#subscribers.size === 0) {
@@ -163,6 +215,9 @@ export class LogFollower {
   #start(): void {
     const abort = new AbortController();
     this.#abort = abort;
+    const aborted = new Promise<void>((resolve) =>
+      abort.signal.addEventListener('abort', () => resolve(), { once: true }),
+    );
     const entries = readLogs(this.#store, {
       follow: true,
       fromEnd: true,
@@ -172,6 +227,7 @@ export class LogFollower {
     const pump = async (): Promise<void> => {
       for await (const entry of entries) {
         for (const subscription of [...this.#subscribers]) subscription.deliver(entry);
+        await this.#waitForFullSubscribers(abort.signal, aborted);
       }
     };
     pump().then(

@@ -40,24 +40,56 @@ void describe('log follower', () => {
     assert.equal(follower.subscriberCount, 0);
   });
 
-  void it('cuts loose a subscriber that falls behind its queue limit, without slowing the others', async (t) => {
+  void it('waits for a subscriber that reads slowly: it gets every byte, and so do the others', async (t) => {
     const store = await LogStore.open(tempDir(t));
     const hv = new FakeHypervisor(store.livePath);
     await store.beginBoot();
     hv.boot();
     store.markRunning();
     const follower = new LogFollower(store);
-    let slowEnd: SubscriptionEnd | undefined;
-    const slow = follower.subscribe({ queueBytes: 1000, onEnd: (reason) => (slowEnd = reason) });
+    const slow = follower.subscribe({ queueBytes: 1000 });
+    const fast = follower.subscribe();
+    const fastGot: LogEntry[] = [];
+    const fastDone = drain(fast, fastGot);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 50; i++) hv.writeFrames([frame(Buffer.alloc(100, i))]);
+    const slowGot: LogEntry[] = [];
+    const slowDone = (async () => {
+      for await (const entry of slow) {
+        slowGot.push(entry);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    })();
+    await until(() => fastGot.length === 50 && slowGot.length === 50);
+    assert.ok(slow.queuedBytes <= 1000 + 100, 'its queue stayed near its limit');
+    hv.halt();
+    store.markStopped();
+    await Promise.all([fastDone, slowDone]);
+    assert.deepEqual(
+      slowGot.map((e) => e.data[0]),
+      [...Array(50).keys()],
+    );
+    assert.equal(slow.endReason, 'stopped');
+  });
+
+  void it('cuts loose a subscriber that stops reading, then carries on for the others', async (t) => {
+    const store = await LogStore.open(tempDir(t));
+    const hv = new FakeHypervisor(store.livePath);
+    await store.beginBoot();
+    hv.boot();
+    store.markRunning();
+    const follower = new LogFollower(store, { stallMs: 200 });
+    let stuckEnd: SubscriptionEnd | undefined;
+    const stuck = follower.subscribe({ queueBytes: 1000, onEnd: (reason) => (stuckEnd = reason) });
     const fast = follower.subscribe();
     const fastGot: LogEntry[] = [];
     const fastDone = drain(fast, fastGot);
     await new Promise((resolve) => setTimeout(resolve, 20));
     for (let i = 0; i < 20; i++) hv.writeFrames([frame(Buffer.alloc(100, i))]);
     await until(() => fastGot.length === 20);
-    assert.equal(slowEnd, 'overflow');
-    assert.equal(slow.queuedBytes, 0, 'its queue is dropped, not kept');
-    assert.deepEqual(await slow.next(), { value: undefined, done: true });
+    assert.equal(stuckEnd, 'overflow');
+    assert.equal(stuck.queuedBytes, 0, 'its queue is dropped, not kept');
+    assert.deepEqual(await stuck.next(), { value: undefined, done: true });
     hv.halt();
     store.markStopped();
     await fastDone;

@@ -136,7 +136,7 @@ export async function attachContainer(
       ? container.follower.subscribe({
           onEnd: (reason) => {
             if (reason === 'overflow') {
-              log.warn({ container: container.id }, 'attach client too slow: cut loose');
+              log.warn({ container: container.id }, 'attach client stopped reading: cut loose');
               peer.close('too slow');
             }
           },
