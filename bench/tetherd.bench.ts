@@ -292,7 +292,7 @@ interface FanoutResult {
   cpu: number;
   wall: number;
   delivered: number;
-  /** Clients that got fewer than all the bytes (cut loose as too slow). */
+  /** Clients that got fewer than all the bytes (cut loose: it stopped reading). */
   short: number;
 }
 
@@ -386,7 +386,7 @@ async function fanoutPart(): Promise<void> {
     const unpaced: FanoutResult[] = [];
     for (const n of FANOUT_CLIENTS) unpaced.push(await fanoutRound(d, n, false));
     printTable(
-      `attach fan-out, unpaced: the same ${FANOUT_BYTES / MIB} MiB as fast as head writes it (one run each); a client more than 4 MiB behind the log file is cut loose`,
+      `attach fan-out, unpaced: the same ${FANOUT_BYTES / MIB} MiB as fast as head writes it (one run each); every client must get every byte (a slow one is waited for; only one that stops reading is cut)`,
       ['clients', 'CPU s', 'wall s', 'MiB delivered', 'of MiB', 'cut short'],
       unpaced.map((r) => [
         String(r.clients),
