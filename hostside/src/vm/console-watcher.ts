@@ -1,9 +1,10 @@
 /**
  * Follows a VM's console file as the hypervisor writes it and reports each status record with the host
- * time it was seen. Polls: the file grows through QEMU's writes, which inotify would also see, but polling
- * works the same on any filesystem and for a driver whose console is fetched from elsewhere.
+ * time it was seen. Woken by inotify (fs.watch) once the file exists, with a slow poll as a backstop for
+ * filesystems without it; until the file exists, a fast poll. A daemon with many idle VMs then costs
+ * nothing per VM between writes.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, watch, type FSWatcher } from 'node:fs';
 import type { StatusRecord } from '../../../protocol/src/status/status.ts';
 import { LineSplitter, statusFromConsoleLine } from './console-status.ts';
 
@@ -21,11 +22,34 @@ export class ConsoleWatcher {
   readonly records: SeenRecord[] = [];
   #position = 0;
   #timer: NodeJS.Timeout | undefined;
+  #watcher: FSWatcher | undefined;
+  readonly #backstopMs: number;
 
-  constructor(path: string, onRecord: (seen: SeenRecord) => void = () => {}, intervalMs = 50) {
+  constructor(
+    path: string,
+    onRecord: (seen: SeenRecord) => void = () => {},
+    intervalMs = 50,
+    backstopMs = 1000,
+  ) {
     this.#path = path;
     this.#onRecord = onRecord;
+    this.#backstopMs = backstopMs;
     this.#timer = setInterval(() => this.poll(), intervalMs);
+    this.#timer.unref();
+    this.#watch();
+  }
+
+  /** Once the file exists: inotify wakes the reader, and the poll slows to a backstop. */
+  #watch(): void {
+    if (this.#watcher || !this.#timer) return;
+    try {
+      this.#watcher = watch(this.#path, { persistent: false }, () => this.poll());
+      this.#watcher.on('error', () => undefined);
+    } catch {
+      return; // Not there yet (or no inotify): keep polling fast.
+    }
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.poll(), this.#backstopMs);
     this.#timer.unref();
   }
 
@@ -37,6 +61,7 @@ export class ConsoleWatcher {
     } catch {
       return; // Not created yet.
     }
+    this.#watch();
     try {
       for (;;) {
         const n = readSync(fd, this.#buffer, 0, this.#buffer.length, this.#position);
@@ -58,6 +83,8 @@ export class ConsoleWatcher {
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#watcher?.close();
+    this.#watcher = undefined;
     this.poll();
   }
 }
