@@ -54,11 +54,12 @@ lint: node_modules/.package-lock.json ## typecheck, lint and format check
 	npx prettier --check --log-level=warn .
 
 .PHONY: test-unit
-test-unit: node_modules/.package-lock.json build/native/sys.node ## unit tests (pure logic, no I/O beyond temp dirs)
+# The image store's tests load the bundled image (busybox-image.tar needs no VM, only busybox and mkfs).
+test-unit: node_modules/.package-lock.json build/native/sys.node build/image/busybox-image.tar ## unit tests (pure logic, no I/O beyond temp dirs)
 	$(NODE_TEST) $$(find test/unit -name '*.test.ts' | sort)
 
 .PHONY: test-integration
-test-integration: build ## the agent in --dev mode and the host side over unix sockets
+test-integration: build build/image/busybox-image.tar ## the agent in --dev mode, tetherd with dev agents and the docker CLI, over unix sockets
 	$(NODE_TEST) --test-concurrency=1 $$(find test/integration -name '*.test.ts' | sort)
 
 .PHONY: test-e2e
