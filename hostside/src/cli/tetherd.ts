@@ -32,25 +32,41 @@ function usage(message: string): TetherError {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      root: { type: 'string', default: defaults.root },
-      socket: { type: 'string', default: defaults.socket },
-      driver: { type: 'string', default: 'qemu' },
-      'image-dir': { type: 'string' },
-      machine: { type: 'string' },
-      accel: { type: 'string' },
-      'boot-timeout': { type: 'string' },
-      'log-level': { type: 'string', default: 'info' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
+  let parsed;
+  try {
+    parsed = parseTetherdArgs(argv);
+  } catch (error) {
+    throw usage((error as Error).message);
+  }
+  const { values } = parsed;
   if (values.help) {
     process.stdout.write(TETHERD_USAGE + '\n');
     return;
   }
+  await serve(values);
+}
+
+const TETHERD_OPTIONS = {
+  root: { type: 'string', default: defaults.root },
+  socket: { type: 'string', default: defaults.socket },
+  driver: { type: 'string', default: 'qemu' },
+  'image-dir': { type: 'string' },
+  machine: { type: 'string' },
+  accel: { type: 'string' },
+  'boot-timeout': { type: 'string' },
+  'log-level': { type: 'string', default: 'info' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function parseTetherdArgs(argv: string[]): ParsedTetherdArgs {
+  return parseArgs({ args: argv, options: TETHERD_OPTIONS, strict: true });
+}
+
+type ParsedTetherdArgs = ReturnType<
+  typeof parseArgs<{ args: string[]; options: typeof TETHERD_OPTIONS; strict: true }>
+>;
+
+async function serve(values: ParsedTetherdArgs['values']): Promise<void> {
   const logger = pino(
     { level: values['log-level'], base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
     pino.destination({ dest: 2, sync: true }),
