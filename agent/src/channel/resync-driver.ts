@@ -1,6 +1,10 @@
 /**
  * Runs the agent's side of the resync handshake on a byte stream, then hands the stream over with the
  * bytes that followed the handshake put back in front, so SSH sees exactly what the host sent.
+ *
+ * What a peer can make the agent hold before the handshake is bounded: the state machine answers at most
+ * one SYN per read and gives up after RESYNC_GARBAGE_LIMIT bytes, and while the peer does not read, only
+ * the newest SYNACK waits here for the stream to drain (it supersedes any older one).
  */
 import type { Duplex } from 'node:stream';
 import { randomInt } from 'node:crypto';
@@ -9,10 +13,31 @@ import { ResyncServer } from '../../../protocol/src/resync/resync.ts';
 export function awaitResync(stream: Duplex): Promise<void> {
   return new Promise((resolve, reject) => {
     const machine = new ResyncServer(() => randomInt(0, 2 ** 32));
+    /** The newest SYNACK, waiting for the peer to read what was already written. */
+    let held: Buffer | undefined;
+    let draining = false;
+    const answer = (bytes: Buffer): void => {
+      if (draining) {
+        held = bytes;
+        return;
+      }
+      if (!stream.write(bytes)) {
+        draining = true;
+        stream.once('drain', onDrain);
+      }
+    };
+    const onDrain = (): void => {
+      draining = false;
+      const next = held;
+      held = undefined;
+      if (next) answer(next);
+    };
     const cleanup = (): void => {
       stream.off('data', onData);
       stream.off('error', onError);
       stream.off('close', onClose);
+      stream.off('drain', onDrain);
+      held = undefined;
     };
     const onData = (chunk: Buffer): void => {
       let step;
@@ -23,7 +48,12 @@ export function awaitResync(stream: Duplex): Promise<void> {
         reject(error);
         return;
       }
-      for (const bytes of step.send) stream.write(bytes);
+      if (step.done) {
+        // READY answers an ACK of the newest token, so no SYNACK is held: write it, and SSH follows it.
+        for (const bytes of step.send) stream.write(bytes);
+      } else {
+        for (const bytes of step.send) answer(bytes);
+      }
       if (step.done) {
         cleanup();
         stream.pause();

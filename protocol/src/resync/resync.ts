@@ -11,7 +11,8 @@
  *   host                                               agent
  *    |  SYN    16 'T' 'S' 'Y'  nonce:u32                 |   host retries with a new nonce until it
  *    | ------------------------------------------------> |   sees a matching SYNACK
- *    |  SYNACK 06 'T' 'S' 'A'  nonce+1:u32  token:u32    |   agent answers every SYN, new token each
+ *    |  SYNACK 06 'T' 'S' 'A'  nonce+1:u32  token:u32    |   agent answers the latest SYN of each
+ *    |                                                   |   read, with a new token each time
  *    | <------------------------------------------------ |
  *    |  ACK    06 'T' 'A' 'K'  token+1:u32               |   only the latest token is accepted
  *    | ------------------------------------------------> |
@@ -21,6 +22,10 @@
  *
  * All integers are big-endian. The state machines here are pure: they take bytes and return bytes to
  * send; timers and retries belong to the I/O layer that drives them.
+ *
+ * A peer that floods the agent with SYNs costs it one 12-byte answer per push, not one per SYN: a newer
+ * SYN supersedes the token of any earlier one, so earlier answers could never complete a handshake. And
+ * the agent counts every byte before the handshake, SYNs included, against RESYNC_GARBAGE_LIMIT.
  */
 import { TetherError } from '../errors/errors.ts';
 
@@ -35,7 +40,10 @@ type MessageKind = keyof typeof MAGIC;
 
 /** How much unmatched input a side keeps while scanning: enough for one message split across chunks. */
 const SCAN_KEEP_BYTES = 16;
-/** A side that sees this much garbage without a match gives up, so a wrong peer cannot hold it forever. */
+/**
+ * A side that sees this much garbage without a match gives up, so a wrong peer cannot hold it forever. The
+ * host counts from its last matching SYNACK; the agent counts every byte before the handshake completes.
+ */
 export const RESYNC_GARBAGE_LIMIT = 1 << 20;
 
 function add32(value: number, delta: number): number {
@@ -109,7 +117,11 @@ abstract class ResyncSide {
   }
 }
 
-/** The agent's side: answers SYNs, waits for the ACK of its latest token, then says READY. */
+/**
+ * The agent's side: answers SYNs, waits for the ACK of its latest token, then says READY. Each push answers
+ * at most one SYN, the last one in it: an answer to an earlier SYN carries a token that the later one
+ * replaces at once, so sending it would only feed a peer that floods SYNs and never reads.
+ */
 export class ResyncServer extends ResyncSide {
   #token: number | undefined;
   #done = false;
@@ -128,28 +140,31 @@ export class ResyncServer extends ResyncSide {
   push(chunk: Uint8Array): ResyncStep {
     if (this.#done) return { send: [], done: true, rest: Buffer.from(chunk) };
     this.accumulate(chunk);
-    const send: Buffer[] = [];
+    /** The nonce of the latest SYN in this push, answered once the whole push is scanned. */
+    let answer: number | undefined;
     for (;;) {
       const { found, keep } = scan(this.pending, ['SYN', 'ACK']);
       if (!found) {
         this.pending = keep;
-        return { send, done: false, rest: Buffer.alloc(0) };
+        break;
       }
       this.pending = found.rest;
       const [word = 0] = found.words;
       if (found.kind === 'SYN') {
-        this.#token = this.#nextToken() >>> 0;
-        send.push(encodeSynAck(word, this.#token));
-        this.matched();
+        // Every earlier token is void from here on, as it was when each SYN got its own fresh token.
+        answer = word;
+        this.#token = undefined;
       } else if (this.#token !== undefined && word === add32(this.#token, 1)) {
-        send.push(encodeReady(this.#token));
         this.#done = true;
         const rest = this.pending;
         this.pending = Buffer.alloc(0);
-        return { send, done: true, rest };
+        return { send: [encodeReady(this.#token)], done: true, rest };
       }
       // An ACK for an older token is stale: skip it and keep scanning.
     }
+    if (answer === undefined) return { send: [], done: false, rest: Buffer.alloc(0) };
+    this.#token = this.#nextToken() >>> 0;
+    return { send: [encodeSynAck(answer, this.#token)], done: false, rest: Buffer.alloc(0) };
   }
 }
 

@@ -108,14 +108,13 @@ void describe('resync handshake, byte scripts', () => {
 
   void it('the server ignores garbage before and between messages', () => {
     const server = new ResyncServer(tokens(TOKEN));
-    const input = Buffer.concat([
+    // The host can ACK only a SYNACK it has read: its ACK comes in a later read than its SYN.
+    const beforeAck = Buffer.concat([
       Buffer.from('SSH-2.0-stale half packet \x00\xff\x06\x54'),
       syn(NONCE),
       Buffer.from([0x06, 0x54, 0x41, 0x00, 0x16, 0x54, 0x53]), // near-misses of ACK and SYN magic
-      ack(TOKEN),
-      SSH_FROM_HOST,
     ]);
-    const result = feed(server, [input]);
+    const result = feed(server, [beforeAck, Buffer.concat([ack(TOKEN), SSH_FROM_HOST])]);
     assert.deepEqual(result, {
       sent: Buffer.concat([synAck(NONCE, TOKEN), ready(TOKEN)]),
       done: true,
@@ -136,9 +135,9 @@ void describe('resync handshake, byte scripts', () => {
     assert.deepEqual(feed(client, [input]), { sent: ack(TOKEN), done: true, after: SSH_FROM_AGENT });
   });
 
-  void it('a duplicated SYN gets two SYNACKs; only the ACK of the latest token completes', () => {
+  void it('a duplicated SYN in a later read gets a second SYNACK; only the ACK of the latest token completes', () => {
     const server = new ResyncServer(tokens(111, 222));
-    const s1 = server.push(Buffer.concat([syn(NONCE), syn(NONCE)]));
+    const s1 = { send: [...server.push(syn(NONCE)).send, ...server.push(syn(NONCE)).send] };
     assert.deepEqual(s1.send, [synAck(NONCE, 111), synAck(NONCE, 222)]);
 
     // The client sees both SYNACKs for its nonce and acknowledges each; its latest token is 222.
@@ -167,9 +166,9 @@ void describe('resync handshake, byte scripts', () => {
     const retry = client.start(2);
     assert.deepEqual(retry, syn(2));
 
-    // The agent answers both SYNs in order; the first answer is stale.
+    // The agent reads the SYNs one at a time and answers both in order; the first answer is stale.
     const server = new ResyncServer(tokens(500, 600));
-    const s1 = server.push(Buffer.concat([syn(1), syn(2)]));
+    const s1 = { send: [...server.push(syn(1)).send, ...server.push(syn(2)).send] };
     assert.deepEqual(s1.send, [synAck(1, 500), synAck(2, 600)]);
 
     const staleOnly = client.push(synAck(1, 500));
@@ -182,6 +181,24 @@ void describe('resync handshake, byte scripts', () => {
     const s2 = server.push(Buffer.concat(c1.send));
     assert.deepEqual(s2.send, [ready(600)]);
     assert.equal(client.push(Buffer.concat(s2.send)).done, true);
+  });
+
+  void it('SYNs read together get one SYNACK, for the last of them: a flood of SYNs costs one answer per read', () => {
+    const server = new ResyncServer(tokens(7));
+    const flood = Buffer.concat(Array.from({ length: 1000 }, (_, index) => syn(index)));
+    assert.deepEqual(server.push(flood).send, [synAck(999, 7)]);
+    const done = server.push(ack(7));
+    assert.deepEqual(done.send, [ready(7)]);
+    assert.equal(done.done, true);
+  });
+
+  void it('a SYN voids the token of every earlier SYN, even in the same read', () => {
+    const server = new ResyncServer(tokens(10, 20));
+    assert.deepEqual(server.push(syn(1)).send, [synAck(1, 10)]);
+    const s2 = server.push(Buffer.concat([syn(2), ack(10)]));
+    assert.deepEqual(s2, { send: [synAck(2, 20)], done: false, rest: Buffer.alloc(0) });
+    assert.equal(server.push(ack(10)).done, false, 'the ACK of a superseded token is stale');
+    assert.equal(server.push(ack(20)).done, true);
   });
 
   void it('a stale ACK (older token) arriving before the current one is skipped', () => {
@@ -257,11 +274,14 @@ void describe('resync handshake, byte scripts', () => {
     };
     const clientExpected = { sent: ack(TOKEN), done: true, after: SSH_FROM_AGENT };
 
+    // The host's ACK follows its SYN only after a SYNACK came back: the server reads them apart.
+    const ackAt = serverInput.indexOf(ack(TOKEN));
     for (let cut = 0; cut <= serverInput.length; cut++) {
-      const result = feed(new ResyncServer(tokens(TOKEN)), [
-        serverInput.subarray(0, cut),
-        serverInput.subarray(cut),
-      ]);
+      const chunks =
+        cut <= ackAt
+          ? [serverInput.subarray(0, cut), serverInput.subarray(cut, ackAt), serverInput.subarray(ackAt)]
+          : [serverInput.subarray(0, ackAt), serverInput.subarray(ackAt, cut), serverInput.subarray(cut)];
+      const result = feed(new ResyncServer(tokens(TOKEN)), chunks);
       assert.deepEqual(result, serverExpected, `server, split at ${cut}`);
     }
     for (let cut = 0; cut <= clientInput.length; cut++) {
@@ -330,11 +350,23 @@ void describe('resync garbage limit', () => {
     });
   }
 
-  void it('a SYN resets the server’s garbage count', () => {
-    const server = new ResyncServer(tokens(1, 2));
-    server.push(garbage(RESYNC_GARBAGE_LIMIT - syn(0).length));
-    server.push(syn(5));
-    assert.equal(server.push(garbage(RESYNC_GARBAGE_LIMIT - 64)).done, false);
+  void it('the server counts every byte before the handshake, SYNs included', () => {
+    const server = new ResyncServer(() => 1);
+    const syns = Buffer.concat(Array.from({ length: 8192 }, (_, index) => syn(index)));
+    for (let pushed = 0; pushed < RESYNC_GARBAGE_LIMIT; pushed += syns.length)
+      assert.equal(server.push(syns).send.length, 1);
+    assert.throws(
+      () => server.push(syn(1)),
+      (error) => isTetherError(error, 'TETHER_RESYNC_FAILED'),
+    );
+  });
+
+  void it('a matching SYNACK resets the client’s garbage count', () => {
+    const client = new ResyncClient();
+    client.start(NONCE);
+    client.push(garbage(RESYNC_GARBAGE_LIMIT - synAck(NONCE, TOKEN).length));
+    client.push(synAck(NONCE, TOKEN));
+    assert.equal(client.push(garbage(RESYNC_GARBAGE_LIMIT - 64)).done, false);
   });
 });
 

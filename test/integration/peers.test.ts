@@ -1,0 +1,98 @@
+/**
+ * Peers that misbehave before the handshake must cost the agent neither memory nor liveness: a flood of
+ * resync SYNs, a crowd of idle connections, and (host side) an agent socket that never answers.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { run, startDevAgent, type DevAgent } from '../helpers/dev-agent.ts';
+
+const MiB = 1024 * 1024;
+
+function rssBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(match, `no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+/** `count` resync SYNs (`16 'T' 'S' 'Y'` + a random nonce), back to back. */
+function syns(count: number): Buffer {
+  const out = randomBytes(count * 8);
+  for (let at = 0; at < out.length; at += 8) out.set([0x16, 0x54, 0x53, 0x59], at);
+  return out;
+}
+
+/** Writes SYNs into fresh connections (a new one whenever the agent closes one) until `total` bytes went out. */
+async function floodSyns(agent: DevAgent, total: number): Promise<{ sent: number; connections: number }> {
+  const chunk = syns(8192); // 64 KiB
+  let sent = 0;
+  let connections = 0;
+  while (sent < total) {
+    const socket = await agent.rawSocket();
+    connections++;
+    let closed = false;
+    socket.on('error', () => {}); // EPIPE/ECONNRESET once the agent cuts the flood off
+    socket.once('close', () => (closed = true));
+    while (sent < total && !closed) {
+      sent += chunk.length;
+      if (!socket.write(chunk))
+        await new Promise<void>((resolve) => {
+          socket.once('drain', resolve);
+          socket.once('close', resolve);
+        });
+    }
+    socket.destroy();
+  }
+  return { sent, connections };
+}
+
+describe('a resync SYN flood', () => {
+  it('20 MiB of SYNs keep the agent’s memory bounded while another client’s execs keep answering', async () => {
+    const agent = await startDevAgent({ command: ['sleep', '600'] });
+    const pid = agent.process.pid!;
+    try {
+      const good = await agent.connect();
+      for (let i = 0; i < 3; i++) assert.equal((await run(good, ['true'])).exitCode, 0);
+      const baseline = rssBytes(pid);
+      let peak = baseline;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 25);
+
+      let flooding = true;
+      const latencies: number[] = [];
+      const execs = (async () => {
+        while (flooding) {
+          const started = performance.now();
+          assert.equal((await run(good, ['true'])).exitCode, 0);
+          latencies.push(performance.now() - started);
+          await sleep(20);
+        }
+      })();
+      const started = performance.now();
+      const flood = await floodSyns(agent, 20 * MiB);
+      await sleep(500); // whatever the agent queued has time to show in its RSS
+      flooding = false;
+      await execs;
+      clearInterval(sampler);
+      peak = Math.max(peak, rssBytes(pid));
+      const growth = peak - baseline;
+      const slowest = Math.max(...latencies);
+      console.log(
+        `flood: ${flood.sent / MiB} MiB over ${flood.connections} connection(s) in ${Math.round(performance.now() - started)} ms; ` +
+          `agent RSS ${Math.round(baseline / MiB)} → peak ${Math.round(peak / MiB)} MiB; ` +
+          `${latencies.length} execs meanwhile, slowest ${Math.round(slowest)} ms`,
+      );
+      assert.ok(growth < 64 * MiB, `the agent grew by ${Math.round(growth / MiB)} MiB during the flood`);
+      assert.ok(latencies.length > 0, 'no exec finished during the flood');
+      assert.ok(slowest < 3000, `an exec took ${Math.round(slowest)} ms during the flood`);
+      assert.match(
+        agent.logs(),
+        /rejected before SSH: TETHER_RESYNC_FAILED: no resync handshake in the first \d+ bytes/,
+      );
+      good.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+});
