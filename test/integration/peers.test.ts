@@ -3,8 +3,10 @@
  * resync SYNs, a crowd of idle connections, and (host side) an agent socket that never answers.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, startDevAgent, type DevAgent } from '../helpers/dev-agent.ts';
@@ -46,6 +48,18 @@ async function floodSyns(agent: DevAgent, total: number): Promise<{ sent: number
     socket.destroy();
   }
   return { sent, connections };
+}
+
+function openIdle(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      socket.on('error', () => {});
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
 }
 
 describe('a resync SYN flood', () => {
@@ -92,6 +106,51 @@ describe('a resync SYN flood', () => {
       );
       good.close();
     } finally {
+      await agent.stop();
+    }
+  });
+});
+
+describe('connections that never finish the handshake', () => {
+  it('1100 idle connections do not lock a real client out; an idle one is closed after the deadline', async () => {
+    const deadlineMs = 4000;
+    process.env['TETHER_CHANNEL_HANDSHAKE_TIMEOUT_MS'] = String(deadlineMs);
+    let agent: DevAgent;
+    try {
+      agent = await startDevAgent({ command: ['sleep', '600'] });
+    } finally {
+      delete process.env['TETHER_CHANNEL_HANDSHAKE_TIMEOUT_MS'];
+    }
+    const idle: Socket[] = [];
+    try {
+      // As on a host with the usual soft limit of 1024 open files.
+      const limited = spawnSync('prlimit', ['--pid', String(agent.process.pid), '--nofile=1024:1024']);
+      assert.equal(limited.status, 0, `prlimit: ${limited.stderr?.toString()}`);
+
+      for (let batch = 0; batch < 11; batch++)
+        idle.push(...(await Promise.all(Array.from({ length: 100 }, () => openIdle(agent.socket)))));
+      const started = performance.now();
+      const client = await agent.connect();
+      assert.equal((await run(client, ['echo', 'still here'])).stdout, 'still here\n');
+      const took = performance.now() - started;
+      assert.ok(took < deadlineMs, `the real client needed ${Math.round(took)} ms`);
+
+      const lonely = await openIdle(agent.socket);
+      const opened = performance.now();
+      await new Promise((resolve) => lonely.once('close', resolve));
+      const after = performance.now() - opened;
+      console.log(`an idle connection was closed after ${Math.round(after)} ms (deadline ${deadlineMs} ms)`);
+      assert.ok(
+        after > deadlineMs - 500 && after < deadlineMs + 2000,
+        `closed after ${Math.round(after)} ms`,
+      );
+      // The deadline is for getting in: an authenticated client stays as long as it likes.
+      assert.equal((await run(client, ['true'])).exitCode, 0);
+      client.close();
+      assert.match(agent.logs(), /no handshake within 4000 ms/);
+      assert.match(agent.logs(), /too many connections before the handshake/);
+    } finally {
+      for (const socket of idle) socket.destroy();
       await agent.stop();
     }
   });

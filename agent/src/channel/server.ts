@@ -4,6 +4,11 @@
  * keys. Standard RFC 4254 sessions (exec, shell, pty-req, env, window-change, signal) work with a stock
  * OpenSSH client; the agent's own requests (exec@tether, attach@tether, status@tether) are subsystems.
  * A bad client (garbage, unknown key, malformed request) loses its own connection, nobody else's.
+ *
+ * Until its SSH client has authenticated, a connection is on probation: it must get there within
+ * `handshakeTimeoutMs` (resync, SSH key exchange and auth together), and at most `maxUnauthenticated`
+ * connections may be on probation at once; a new one pushes the oldest out. So idle or slow peers cannot
+ * hold the agent's descriptors or memory and lock everyone else out.
  */
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
@@ -20,9 +25,6 @@ import type { ExecFactory } from '../process/exec-factory.ts';
 import type { OutputLog } from '../process/output-log.ts';
 import type { StatusReporter } from '../status/reporter.ts';
 import { awaitResync, expectSshIdent } from './resync-driver.ts';
-
-/** How long a client may take to start SSH once the resync handshake is done. */
-const SSH_IDENT_TIMEOUT_MS = 30_000;
 import { serveSubsystem } from './subsystems.ts';
 import { pipeSession } from './session-pipe.ts';
 
@@ -45,6 +47,50 @@ export interface ChannelKeysConfig {
 
 type ParsedKey = ssh2.ParsedKey;
 
+/** What a connection may cost before its SSH client has authenticated. */
+export interface ChannelLimits {
+  /** From the first byte to an authenticated SSH client: resync, key exchange and auth together. */
+  handshakeTimeoutMs: number;
+  /** Connections between accept and authentication at once; a new one closes the oldest. */
+  maxUnauthenticated: number;
+}
+
+export const DEFAULT_CHANNEL_LIMITS: ChannelLimits = { handshakeTimeoutMs: 10_000, maxUnauthenticated: 64 };
+
+/**
+ * The limits, with `TETHER_CHANNEL_HANDSHAKE_TIMEOUT_MS` and `TETHER_CHANNEL_MAX_UNAUTHENTICATED` from
+ * `env` in place of the defaults (tests shorten the deadline this way). A value that is not a positive
+ * integer is refused by name.
+ */
+export function channelLimitsFromEnv(env: NodeJS.ProcessEnv): ChannelLimits {
+  const read = (name: string, fallback: number): number => {
+    const text = env[name];
+    if (text === undefined || text === '') return fallback;
+    const value = Number(text);
+    if (!Number.isSafeInteger(value) || value < 1)
+      throw new TetherError('TETHER_CONFIG_INVALID', `${name}=${text}: expected a positive integer`);
+    return value;
+  };
+  return {
+    handshakeTimeoutMs: read(
+      'TETHER_CHANNEL_HANDSHAKE_TIMEOUT_MS',
+      DEFAULT_CHANNEL_LIMITS.handshakeTimeoutMs,
+    ),
+    maxUnauthenticated: read('TETHER_CHANNEL_MAX_UNAUTHENTICATED', DEFAULT_CHANNEL_LIMITS.maxUnauthenticated),
+  };
+}
+
+/** A connection whose SSH client has not authenticated yet. */
+interface Probation {
+  timer: NodeJS.Timeout;
+  log: (message: string) => void;
+}
+
+/** HACK: ssh2 hands the server no link from a Connection to the stream it was injected with but this one. */
+function streamOf(client: Connection): Duplex | undefined {
+  return (client as unknown as { _sock?: Duplex })._sock;
+}
+
 function parsePublicKeys(lines: string[]): ParsedKey[] {
   return lines.map((line) => {
     const parsed = utils.parseKey(line);
@@ -62,11 +108,19 @@ export class ChannelServer {
   readonly #services: ChannelServices;
   readonly #authorized: ParsedKey[];
   readonly #server: InstanceType<typeof Server>;
+  readonly #limits: ChannelLimits;
+  /** Oldest first (a Map keeps insertion order). */
+  readonly #probation = new Map<Duplex, Probation>();
   #nextConnection = 1;
   #nextClient = 1;
 
-  constructor(keys: ChannelKeysConfig, services: ChannelServices) {
+  constructor(
+    keys: ChannelKeysConfig,
+    services: ChannelServices,
+    limits: ChannelLimits = channelLimitsFromEnv(process.env),
+  ) {
     this.#services = services;
+    this.#limits = limits;
     this.#authorized = parsePublicKeys(keys.authorizedKeys);
     this.#server = new Server({ hostKeys: [keys.hostKey], ident: 'tether' }, (client) =>
       this.#onClient(client),
@@ -76,6 +130,7 @@ export class ChannelServer {
   /** Serves one byte stream until it closes; never throws (a bad peer only loses its own stream). */
   async serve(stream: Duplex, label = `connection ${this.#nextConnection++}`): Promise<void> {
     const log = (message: string): void => this.#services.logger(`channel ${label}: ${message}`);
+    this.#admit(stream, log);
     try {
       await awaitResync(stream);
     } catch (error) {
@@ -84,7 +139,7 @@ export class ChannelServer {
       return;
     }
     try {
-      await expectSshIdent(stream, SSH_IDENT_TIMEOUT_MS);
+      await expectSshIdent(stream, this.#limits.handshakeTimeoutMs);
     } catch (error) {
       log(`rejected after the handshake: ${describeError(error)}`);
       stream.destroy();
@@ -95,9 +150,40 @@ export class ChannelServer {
     await new Promise<void>((resolve) => stream.once('close', () => resolve()));
   }
 
+  /** Puts a new connection on probation until its SSH client authenticates; makes room if need be. */
+  #admit(stream: Duplex, log: (message: string) => void): void {
+    while (this.#probation.size >= this.#limits.maxUnauthenticated) {
+      const [oldest, entry] = this.#probation.entries().next().value!;
+      this.#release(oldest);
+      entry.log(
+        `too many connections before the handshake (${this.#limits.maxUnauthenticated}): closing the oldest, this one`,
+      );
+      oldest.destroy();
+    }
+    const { handshakeTimeoutMs } = this.#limits;
+    const timer = setTimeout(() => {
+      this.#release(stream);
+      log(`no handshake within ${handshakeTimeoutMs} ms (resync, SSH and auth): closing`);
+      stream.destroy();
+    }, handshakeTimeoutMs);
+    this.#probation.set(stream, { timer, log });
+    stream.once('close', () => this.#release(stream));
+  }
+
+  #release(stream: Duplex): void {
+    const entry = this.#probation.get(stream);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#probation.delete(stream);
+  }
+
   #onClient(client: Connection): void {
     const label = `ssh client ${this.#nextClient++}`;
     const log = (message: string): void => this.#services.logger(`channel ${label}: ${message}`);
+    client.once('ready', () => {
+      const stream = streamOf(client);
+      if (stream) this.#release(stream);
+    });
     client.on('error', (error) => log(`closed: ${error.message}`));
     client.on('authentication', (context) => this.#authenticate(context, log));
     client.on('session', (accept) => this.#onSession(accept(), log));

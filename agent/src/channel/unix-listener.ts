@@ -18,6 +18,8 @@ export function listenUnix(
     listener.listen(path, () => {
       chmodSync(path, 0o600);
       listener.off('error', reject);
+      // An accept that fails (EMFILE, ENFILE) costs that one connection; unheard, it would end the agent.
+      listener.on('error', (error) => logger(`channel socket: accept failed: ${error.message}`));
       resolve(listener);
     });
   });
