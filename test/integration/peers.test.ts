@@ -3,13 +3,16 @@
  * resync SYNs, a crowd of idle connections, and (host side) an agent socket that never answers.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, startDevAgent, type DevAgent } from '../helpers/dev-agent.ts';
+import { REPO } from '../helpers/prerequisites.ts';
 
 const MiB = 1024 * 1024;
 
@@ -152,6 +155,49 @@ describe('connections that never finish the handshake', () => {
     } finally {
       for (const socket of idle) socket.destroy();
       await agent.stop();
+    }
+  });
+});
+
+describe('tetherctl agent against a socket that never answers', () => {
+  it('prints TETHER_RESYNC_FAILED and exits non-zero at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-mute-'));
+    const path = join(dir, 'mute.sock');
+    const state = join(dir, 'state');
+    mkdirSync(state);
+    writeFileSync(join(state, 'id_client'), 'not read before the handshake\n');
+    writeFileSync(join(state, 'ssh_host_key.pub'), 'not read before the handshake\n');
+    const held: Socket[] = [];
+    const mute = createServer((socket) => {
+      held.push(socket);
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => mute.listen(path, resolve));
+    try {
+      const child = spawn(
+        join(REPO, 'bin/tetherctl'),
+        ['agent', '--socket', path, '--state', state, 'status'],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      let printedAt = 0;
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (!printedAt && stderr.includes('TETHER_RESYNC_FAILED')) printedAt = performance.now();
+      });
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const code = await Promise.race([exited, sleep(25_000).then(() => 'still running' as const)]);
+      if (code === 'still running') child.kill('SIGKILL');
+      assert.match(stderr, /TETHER_RESYNC_FAILED/);
+      assert.notEqual(code, 'still running', `tetherctl printed ${JSON.stringify(stderr)} and did not exit`);
+      assert.notEqual(code, 0);
+      assert.ok(performance.now() - printedAt < 2000, 'tetherctl lingered after printing the error');
+    } finally {
+      for (const socket of held) socket.destroy();
+      mute.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -62,7 +62,14 @@ async function connectAgent(socketPath: string, stateDir: string): Promise<Chann
     privateKey: readKey(join(stateDir, 'id_client'), 'client key'),
     hostPublicKey: readKey(join(stateDir, 'ssh_host_key.pub'), 'agent host key'),
   };
-  return ChannelClient.connect(await openSocket(socketPath), credentials, { timeoutMs: 10_000 });
+  const socket = await openSocket(socketPath);
+  try {
+    return await ChannelClient.connect(socket, credentials, { timeoutMs: 10_000 });
+  } catch (error) {
+    // An open socket keeps the process alive: after the error is printed it must exit.
+    socket.destroy();
+    throw error;
+  }
 }
 
 function exitCodeOf(result: ExitResult | undefined, fallback: number): number {
@@ -213,7 +220,12 @@ async function attach(socketPath: string, stateDir: string, argv: string[]): Pro
 
 async function proxy(socketPath: string): Promise<number> {
   const socket = await openSocket(socketPath);
-  await resyncClient(socket, { timeoutMs: 10_000 });
+  try {
+    await resyncClient(socket, { timeoutMs: 10_000 });
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
   socket.pipe(process.stdout);
   process.stdin.pipe(socket);
   socket.resume();
