@@ -175,4 +175,125 @@ void describe('OutputLog', () => {
     assert.equal(log.ended, true);
     assert.equal(end.count, 1);
   });
+
+  void it('a hold keeps every byte it has not released, whatever other readers take', () => {
+    const log = new OutputLog(8);
+    const port = log.hold();
+    log.append(1, bytes('aaaa'));
+    log.append(1, bytes('bbbb'));
+    assert.equal(log.append(1, bytes('cccc')), false);
+    assert.equal(view(log.read(0)).length, 3, 'an attach reader takes everything');
+    assert.equal(log.oldest, 0, 'still kept: the port has not taken it');
+    assert.deepEqual(view(log.peek(0, 6)), [
+      [0, 1, 'aaaa'],
+      [4, 1, 'bb'],
+    ]);
+    assert.equal(log.oldest, 0, 'peek delivers nothing');
+    port.release(6);
+    assert.equal(log.oldest, 4, 'released whole chunks leave');
+    port.release(3);
+    assert.equal(port.offset, 6, 'a hold never moves back');
+    port.close();
+    log.append(2, bytes('dd'));
+    assert.equal(log.oldest, 8, 'once the hold is gone, what readers took may leave again');
+  });
+
+  void it('acknowledge after peek delivers like read', () => {
+    const log = new OutputLog(4);
+    const drain = counter(log, 'drain');
+    log.append(1, bytes('aaaa'));
+    assert.equal(log.append(1, bytes('bb')), false);
+    assert.deepEqual(view(log.peek(0)), [
+      [0, 1, 'aaaa'],
+      [4, 1, 'bb'],
+    ]);
+    assert.equal(log.oldest, 0);
+    log.acknowledge(4);
+    assert.equal(log.oldest, 4);
+    assert.equal(drain.count, 1);
+  });
+
+  void it('property: with the log port holding it, readers coming and going lose the port no byte and memory stays within capacity plus one append', () => {
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('append' as const),
+        stream: fc.constantFrom(1 as const, 2 as const),
+        data: fc.uint8Array({ minLength: 1, maxLength: 24 }),
+      }),
+      fc.record({ kind: fc.constant('port' as const), n: fc.nat({ max: 40 }) }),
+      fc.record({
+        kind: fc.constant('reader' as const),
+        id: fc.nat({ max: 2 }),
+        n: fc.nat({ max: 40 }),
+        ack: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant('leave' as const), id: fc.nat({ max: 2 }) }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 64 }), fc.array(op, { maxLength: 80 }), (capacity, ops) => {
+        const log = new OutputLog(capacity);
+        const hold = log.hold();
+        const appended: Buffer[] = [];
+        const waiting: [1 | 2, Buffer][] = []; // the producer's output while the log says "pause"
+        let paused = false;
+        const produce = (): void => {
+          while (!paused && waiting.length > 0) {
+            const [stream, data] = waiting.shift()!;
+            appended.push(data);
+            paused = !log.append(stream, data);
+            assert.ok(log.keptBytes <= capacity + 24, `kept ${log.keptBytes} of ${capacity}`);
+          }
+        };
+        log.on('drain', () => {
+          paused = false;
+          produce();
+        });
+        const port: Buffer[] = [];
+        let portOffset = 0;
+        const takeForPort = (n: number): void => {
+          const chunks = log.peek(portOffset, n);
+          for (const chunk of chunks) {
+            assert.equal(chunk.offset, portOffset, 'the port never finds a gap');
+            port.push(chunk.data);
+            portOffset += chunk.data.length;
+          }
+          hold.release(portOffset);
+        };
+        const readers = new Map<number, number>();
+        for (const step of ops) {
+          if (step.kind === 'append') {
+            waiting.push([step.stream, Buffer.from(step.data)]);
+            produce();
+          } else if (step.kind === 'port') {
+            takeForPort(step.n);
+          } else if (step.kind === 'leave') {
+            readers.delete(step.id);
+          } else {
+            const at = readers.get(step.id) ?? (step.n % 2 === 0 ? log.oldest : log.end);
+            if (at < log.oldest) {
+              readers.delete(step.id); // fell behind: told the gap, and gone
+              continue;
+            }
+            const chunks = step.ack ? log.peek(at, step.n) : log.read(at, step.n);
+            let offset = at;
+            const all = Buffer.concat(appended);
+            for (const chunk of chunks) {
+              assert.equal(chunk.offset, offset);
+              assert.deepEqual(chunk.data, all.subarray(offset, offset + chunk.data.length));
+              offset += chunk.data.length;
+            }
+            if (step.ack) log.acknowledge(offset);
+            readers.set(step.id, offset);
+          }
+          assert.ok(log.oldest <= hold.offset, 'nothing the port has not taken is evicted');
+        }
+        // The port catches up: the producer resumes and every byte reaches the port once, in order.
+        for (let guard = 0; guard < 10_000 && (portOffset < log.end || waiting.length > 0); guard++)
+          takeForPort(7);
+        assert.equal(waiting.length, 0, 'the producer is not left paused');
+        assert.deepEqual(Buffer.concat(port), Buffer.concat(appended));
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
