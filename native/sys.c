@@ -1,9 +1,11 @@
 /*
  * sys.node: the few Linux system calls the agent needs as PID 1 and Node does not offer
- * (mount, pivot_root, reboot, finit_module, child reaping, rlimits, interface setup), plus an
- * off-thread poll() for char devices that libuv cannot watch usefully (a virtio-serial port).
+ * (mount, pivot_root, reboot, finit_module, child reaping, rlimits, interface setup), plus ways to wait on
+ * char devices that Node's streams cannot drive (a virtio-serial port): watch() in the event loop, and an
+ * off-thread poll() for the rest.
  *
- * N-API only (NAPI_VERSION 8) and libc only, so one build loads in Node 20 and Node 24.
+ * N-API (NAPI_VERSION 8), libc, and libuv's stable 1.x ABI (uv_poll_t, for watch()), whose symbols the node
+ * binary exports; so one build loads in Node 20 (the tests) and the Node 24 SEA (the VM).
  * Build: gcc -O2 -shared -fPIC -DNAPI_VERSION=8 -I<node>/include/node native/sys.c -o build/native/sys.node
  *
  * Every failure throws an Error whose message is "<syscall>: <CODE> (<strerror>)" and which carries
@@ -13,6 +15,7 @@
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <uv.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +34,7 @@
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -668,6 +672,178 @@ static napi_value js_poll(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* ---------------------------------------------------------------- event-loop watch
+ *
+ * watch(fd, events, callback) → {close()}: calls callback(revents) from the event loop each time the fd's
+ * readiness changes. libuv's own uv_poll_t is level-triggered and folds POLLHUP into "readable", so a
+ * virtio-serial port with no host behind it (POLLHUP for as long as nobody connects) would wake the loop on
+ * every turn. Instead the fd goes into a private epoll set, edge-triggered (EPOLLET), and uv_poll_t watches
+ * that epoll fd: the loop wakes only when the kernel reports a change on the port (bytes arrived, room to
+ * write, the host connected or left), and the callback gets the port's exact revents, POLLHUP included.
+ *
+ * Edge-triggered means: after a callback, read (or write) until EAGAIN before expecting another one.
+ *
+ * Memory: the watch struct has two owners, the uv handle (until its close callback) and the JS close
+ * function (until it is garbage collected); whichever lets go last frees it. */
+
+_Static_assert(EPOLLIN == POLLIN && EPOLLPRI == POLLPRI && EPOLLOUT == POLLOUT && EPOLLERR == POLLERR &&
+                   EPOLLHUP == POLLHUP && EPOLLRDHUP == POLLRDHUP,
+               "epoll and poll event bits differ");
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  int epfd;
+  int active; /* watching; cleared by close() or env cleanup */
+  int owners;
+} fd_watch;
+
+static void watch_release(fd_watch *w) {
+  if (--w->owners == 0) free(w);
+}
+
+static void watch_closed(uv_handle_t *handle) {
+  fd_watch *w = handle->data;
+  close(w->epfd);
+  watch_release(w);
+}
+
+/* Stops watching. No JS here: it also runs from the env cleanup hook. */
+static void watch_stop(fd_watch *w) {
+  if (!w->active) return;
+  w->active = 0;
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, watch_closed);
+}
+
+static void watch_cleanup_hook(void *data) {
+  fd_watch *w = data;
+  watch_stop(w); /* the env is going away: its references go with it */
+}
+
+static void watch_unref_js(fd_watch *w) {
+  napi_remove_env_cleanup_hook(w->env, watch_cleanup_hook, w);
+  napi_delete_reference(w->env, w->callback);
+  napi_async_destroy(w->env, w->context);
+}
+
+static void watch_call(fd_watch *w, int revents) {
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, recv, arg, result;
+  if (napi_get_reference_value(env, w->callback, &fn) == napi_ok && fn != NULL) {
+    napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+    napi_create_int32(env, revents, &arg);
+    if (napi_make_callback(env, w->context, recv, fn, 1, &arg, &result) == napi_pending_exception) {
+      napi_value error;
+      napi_get_and_clear_last_exception(env, &error);
+      napi_fatal_exception(env, error); /* 'uncaughtException', as a throw in any event-loop callback */
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void watch_ready(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  fd_watch *w = handle->data;
+  if (!w->active) return;
+  if (status < 0) { /* the epoll fd itself failed: report POLLERR once and stop */
+    watch_call(w, POLLERR);
+    if (w->active) { /* the callback may have closed it already */
+      watch_stop(w);
+      watch_unref_js(w);
+    }
+    return;
+  }
+  struct epoll_event ev;
+  int n;
+  do n = epoll_wait(w->epfd, &ev, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return; /* nothing after all (another turn took it) */
+  watch_call(w, (int)ev.events & ~EPOLLET);
+}
+
+static napi_value js_watch_close(napi_env env, napi_callback_info info) {
+  fd_watch *w;
+  if (napi_get_cb_info(env, info, NULL, NULL, NULL, (void **)&w) != napi_ok) return NULL;
+  if (w->active) {
+    watch_stop(w);
+    watch_unref_js(w);
+  }
+  return undef(env);
+}
+
+static void watch_close_fn_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  watch_release(data);
+}
+
+/* watch(fd, events, callback) → {close()}; events: POLLIN|POLLOUT|POLLPRI|POLLRDHUP (POLLHUP and POLLERR are
+ * always reported). The fd stays the caller's; close() before closing it. */
+static napi_value js_watch(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  int64_t fd, events;
+  if (!get_int(env, argv[0], "fd", &fd)) return NULL;
+  if (!get_int(env, argv[1], "events", &events)) return NULL;
+  if (fd < 0 || fd > 0x7fffffff) return throw_type(env, "fd must be a non-negative integer");
+  if (events & ~(int64_t)(POLLIN | POLLPRI | POLLOUT | POLLRDHUP))
+    return throw_type(env, "events must be a mask of POLLIN, POLLPRI, POLLOUT and POLLRDHUP");
+  napi_valuetype type;
+  napi_typeof(env, argv[2], &type);
+  if (type != napi_function) return throw_type(env, "callback must be a function");
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return throw_errno(env, "napi_get_uv_event_loop", EINVAL);
+
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) return throw_errno(env, "epoll_create1", errno);
+  struct epoll_event ev = {.events = (uint32_t)events | EPOLLET, .data = {.fd = (int)fd}};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, (int)fd, &ev) != 0) {
+    int err = errno;
+    close(epfd);
+    return throw_errno(env, "epoll_ctl", err);
+  }
+  fd_watch *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    close(epfd);
+    return throw_errno(env, "malloc", ENOMEM);
+  }
+  w->env = env;
+  w->epfd = epfd;
+  int rc = uv_poll_init(loop, &w->poll, epfd);
+  if (rc == 0) {
+    w->poll.data = w;
+    rc = uv_poll_start(&w->poll, UV_READABLE, watch_ready);
+    if (rc != 0) { /* initialised: it must be closed through the loop */
+      w->owners = 1;
+      w->active = 1;
+      watch_stop(w);
+      napi_throw_error(env, "EIO", uv_strerror(rc));
+      return NULL;
+    }
+  }
+  if (rc != 0) {
+    close(epfd);
+    free(w);
+    napi_throw_error(env, "EIO", uv_strerror(rc));
+    return NULL;
+  }
+  w->active = 1;
+  w->owners = 2;
+  napi_value name, handle, close_fn;
+  napi_create_reference(env, argv[2], 1, &w->callback);
+  napi_create_string_utf8(env, "tether.sys.watch", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &w->context);
+  napi_add_env_cleanup_hook(env, watch_cleanup_hook, w);
+  napi_create_object(env, &handle);
+  napi_create_function(env, "close", NAPI_AUTO_LENGTH, js_watch_close, w, &close_fn);
+  napi_add_finalizer(env, close_fn, w, watch_close_fn_finalize, NULL, NULL);
+  napi_set_named_property(env, handle, "close", close_fn);
+  return handle;
+}
+
 /* ---------------------------------------------------------------- module */
 
 NAPI_MODULE_INIT() {
@@ -694,6 +870,7 @@ NAPI_MODULE_INIT() {
       {"addDefaultRoute", js_add_default_route},
       {"ifList", js_if_list},
       {"poll", js_poll},
+      {"watch", js_watch},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -7,12 +7,14 @@
  *   sys.failNext('mount', 'EINVAL');           // the next mount throws SyscallError EINVAL
  *   sys.exited.push({ pid: 42, exitCode: 0 });  // what peekExited/waitpid(-1) report
  *   bootVm(sys); assert.deepEqual(sys.callNames(), ['mount', 'mount', ...]);
+ *   sys.emit(fd, SYS.POLLIN);                   // what an open watch(fd) hears next, as the event loop would
  */
 import { constants } from 'node:os';
 import {
   createSys,
   SYS,
   type ExitedChild,
+  type FdWatch,
   type ModuleLoad,
   type NetInterface,
   type RLimit,
@@ -70,7 +72,16 @@ const SYSCALL_OF: Record<SysCallName, string> = {
   addDefaultRoute: 'ioctl(SIOCADDRT)',
   ifList: 'if_nameindex',
   poll: 'poll',
+  watch: 'epoll_ctl',
 };
+
+/** A watch the fake holds: `emit` (or FakeSys.emit) stands in for the kernel reporting a change. */
+export interface FakeWatch {
+  readonly fd: number;
+  readonly events: number;
+  closed: boolean;
+  emit(revents: number): void;
+}
 
 export class FakeSys implements Sys {
   readonly calls: RecordedCall[] = [];
@@ -101,6 +112,8 @@ export class FakeSys implements Sys {
   /** poll results in order; when empty, poll resolves to `defaultRevents`. */
   readonly pollResults: number[] = [];
   defaultRevents = SYS.POLLIN;
+  /** Every watch() made, open or closed, oldest first. */
+  readonly watches: FakeWatch[] = [];
   /** The fake CLOCK_BOOTTIME; each read advances it by `clockStepMs`. */
   clockMs = 1000;
   clockStepMs = 1;
@@ -190,6 +203,16 @@ export class FakeSys implements Sys {
   }
   poll(fd: number, events: number, timeoutMs: number): Promise<number> {
     return this.facade.poll(fd, events, timeoutMs);
+  }
+  watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch {
+    return this.facade.watch(fd, events, onEvents);
+  }
+
+  /** Reports `revents` to the open watches of `fd` (synchronously); returns how many heard it. */
+  emit(fd: number, revents: number): number {
+    const open = this.watches.filter((w) => w.fd === fd && !w.closed);
+    for (const w of open) w.emit(revents);
+    return open.length;
   }
 
   /** Records the call and throws an injected failure, if one is queued. */
@@ -310,6 +333,24 @@ export class FakeSys implements Sys {
           return Promise.reject(error);
         }
         return Promise.resolve(this.pollResults.shift() ?? this.defaultRevents);
+      },
+      watch: (fd, events, onEvents) => {
+        this.enter('watch', [fd, events]);
+        if (fd < 0) throw new TypeError('fd must be a non-negative integer');
+        const watch: FakeWatch = {
+          fd,
+          events,
+          closed: false,
+          emit: (revents) => {
+            if (!watch.closed) onEvents(revents);
+          },
+        };
+        this.watches.push(watch);
+        return {
+          close: () => {
+            watch.closed = true;
+          },
+        };
       },
     };
   }

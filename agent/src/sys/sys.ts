@@ -127,6 +127,12 @@ export interface RLimit {
   hard: number;
 }
 
+/** A watch on one fd in the event loop (see Sys.watch). */
+export interface FdWatch {
+  /** Stops watching: no callback runs after it returns. Idempotent. Call it before closing the fd. */
+  close(): void;
+}
+
 /** What `finitModule` did: loaded the module, or found it already loaded (EEXIST). */
 export type ModuleLoad = 'loaded' | 'already-loaded';
 
@@ -168,6 +174,16 @@ export interface Sys {
   /** poll(2) on one fd, off the main thread; resolves to revents (0 on timeout). Uses a libuv pool thread for
    * up to `timeoutMs`, so keep timeouts bounded (a negative one waits forever and holds the thread). */
   poll(fd: number, events: number, timeoutMs: number): Promise<number>;
+  /**
+   * Watches `fd` in the event loop, holding no thread: `onEvents(revents)` runs each time its readiness
+   * changes, with the fd's poll(2) revents at that moment (POLLHUP and POLLERR always included). `events`
+   * is a mask of POLLIN, POLLPRI, POLLOUT and POLLRDHUP. Edge-triggered (epoll EPOLLET under a libuv
+   * uv_poll_t): the first call reports the state when the watch starts, if anything is ready; after that, a
+   * call comes only on a change, so read or write until EAGAIN before waiting for the next one. A port with
+   * no host behind it (POLLHUP) is reported once, not on every loop turn. An open watch keeps the process
+   * alive. A throw in `onEvents` is an uncaught exception, as in any event-loop callback.
+   */
+  watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
 }
 
 /** A failed system call: `errno` (number), `errnoName` ('EINVAL') and `syscall` say which and why. */
@@ -219,6 +235,7 @@ export interface SysAddon {
   addDefaultRoute(gateway: string, ifname: string | null): void;
   ifList(): NetInterface[];
   poll(fd: number, events: number, timeoutMs: number): Promise<number>;
+  watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
 }
 
 interface NativeErrnoError extends Error {
@@ -428,6 +445,11 @@ export function createSys(addon: SysAddon): Sys {
         throw error instanceof SyscallError ? error : rewrap(description(), error);
       }
     },
+    watch: (fd, events, onEvents) =>
+      call(
+        () => `watch fd ${fd} for ${flagNames(events, POLL_FLAGS) || 'POLLHUP|POLLERR'} in the event loop`,
+        () => addon.watch(fd, events, onEvents),
+      ),
   };
 }
 

@@ -72,6 +72,28 @@ void describe('FakeSys', () => {
     );
   });
 
+  void it('watches an fd: events reach the callback until close, failures carry the facade message', () => {
+    const sys = new FakeSys();
+    const heard: number[] = [];
+    const watch = sys.watch(5, SYS.POLLIN | SYS.POLLOUT, (revents) => heard.push(revents));
+    assert.equal(sys.emit(5, SYS.POLLIN), 1);
+    assert.equal(sys.emit(6, SYS.POLLIN), 0, 'another fd has no watch');
+    sys.emit(5, SYS.POLLIN | SYS.POLLHUP);
+    watch.close();
+    watch.close();
+    assert.equal(sys.emit(5, SYS.POLLOUT), 0, 'a closed watch hears nothing');
+    assert.deepEqual(heard, [SYS.POLLIN, SYS.POLLIN | SYS.POLLHUP]);
+    assert.deepEqual(sys.callsOf('watch'), [[5, SYS.POLLIN | SYS.POLLOUT]]);
+    sys.failNext('watch', 'EPERM');
+    assert.throws(
+      () => sys.watch(7, SYS.POLLIN, () => undefined),
+      (error: unknown) =>
+        error instanceof SyscallError &&
+        error.errnoName === 'EPERM' &&
+        error.message === 'watch fd 7 for POLLIN in the event loop: epoll_ctl: EPERM (fake)',
+    );
+  });
+
   void it('peeks and reaps scripted children', () => {
     const sys = new FakeSys();
     sys.exited.push({ pid: 7, exitCode: 0 }, { pid: 9, signal: 9 });

@@ -10,7 +10,9 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readSync,
   rmSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -155,6 +157,104 @@ void describe('sys.node on the host', () => {
 
     void it('rejects bad arguments with a TypeError', async () => {
       await assert.rejects(sys.poll(-1, SYS.POLLIN, 10), TypeError);
+    });
+  });
+
+  void describe('watch', () => {
+    let dir: string;
+    void before(() => {
+      dir = mkdtempSync(path.join(tmpdir(), 'tether-watch-'));
+      execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    });
+    void after(() => rmSync(dir, { recursive: true, force: true }));
+
+    /** Resolves with the revents of the next callback (or 'none' after `ms`). */
+    function next(events: number[], ms: number): Promise<number | 'none'> {
+      const seen = events.length;
+      return new Promise((resolve) => {
+        const started = Date.now();
+        const check = (): void => {
+          if (events.length > seen) resolve(events[seen]!);
+          else if (Date.now() - started > ms) resolve('none');
+          else setImmediate(check);
+        };
+        check();
+      });
+    }
+
+    void it('reports a byte in the loop turn it arrives in, edge-triggered, holding no pool thread', async () => {
+      const fd = openSync(path.join(dir, 'fifo'), fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+      const events: number[] = [];
+      const watch = sys.watch(fd, SYS.POLLIN, (revents) => events.push(revents));
+      try {
+        assert.equal(await next(events, 50), 'none', 'nothing to read yet');
+        writeSync(fd, 'x');
+        const started = performance.now();
+        assert.equal(await next(events, 1000), SYS.POLLIN);
+        assert.ok(performance.now() - started < 100, 'heard within the loop turn, not a poll slice');
+        assert.equal(await next(events, 50), 'none', 'edge-triggered: the unread byte is not reported again');
+        writeSync(fd, 'y');
+        assert.equal(await next(events, 1000), SYS.POLLIN, 'a new byte is a new edge');
+        assert.equal(readSync(fd, Buffer.alloc(8)), 2);
+      } finally {
+        watch.close();
+        closeSync(fd);
+      }
+    });
+
+    void it('reports a hang-up once, not on every loop turn', async () => {
+      const reader = openSync(path.join(dir, 'fifo'), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+      const writer = openSync(path.join(dir, 'fifo'), fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+      const events: number[] = [];
+      const watch = sys.watch(reader, SYS.POLLIN, (revents) => events.push(revents));
+      try {
+        closeSync(writer);
+        const revents = await next(events, 1000);
+        assert.equal(typeof revents === 'number' && revents & SYS.POLLHUP, SYS.POLLHUP);
+        await sleep(100);
+        assert.equal(events.length, 1, `one event for one hang-up, got ${events.join(', ')}`);
+      } finally {
+        watch.close();
+        closeSync(reader);
+      }
+    });
+
+    void it('runs no callback after close, and an open watch keeps no thread busy', async () => {
+      const fd = openSync(path.join(dir, 'fifo'), fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+      const events: number[] = [];
+      // More watches than libuv has pool threads (4): poll() would starve the pool, watch() uses none.
+      const watches = Array.from({ length: 8 }, () => sys.watch(fd, SYS.POLLIN, (r) => events.push(r)));
+      try {
+        const pooled = await sys.poll(fd, SYS.POLLIN, 10);
+        assert.equal(pooled, 0, 'a pool thread was free for poll()');
+        for (const w of watches) w.close();
+        writeSync(fd, 'z');
+        assert.equal(await next(events, 100), 'none');
+        readSync(fd, Buffer.alloc(8));
+      } finally {
+        for (const w of watches) w.close();
+        closeSync(fd);
+      }
+    });
+
+    void it('rejects bad arguments with a TypeError, and an fd epoll cannot watch with the facade message', () => {
+      assert.throws(() => sys.watch(-1, SYS.POLLIN, () => undefined), TypeError);
+      assert.throws(() => sys.watch(0, SYS.POLLHUP, () => undefined), TypeError);
+      assert.throws(() => sys.watch(0, SYS.POLLIN, 5 as unknown as () => void), TypeError);
+      const file = path.join(dir, 'regular');
+      writeFileSync(file, 'x');
+      const fd = openSync(file, 'r');
+      try {
+        assert.throws(
+          () => sys.watch(fd, SYS.POLLIN, () => undefined),
+          (error: unknown) =>
+            error instanceof SyscallError &&
+            error.errnoName === 'EPERM' &&
+            error.message.startsWith(`watch fd ${fd} for POLLIN in the event loop: `),
+        );
+      } finally {
+        closeSync(fd);
+      }
     });
   });
 
