@@ -1,26 +1,29 @@
 /**
  * A virtio-serial (or other character-device) port as a series of byte streams, one per host connection.
  *
- * Node cannot poll a character device: its fs reads and writes run on the libuv thread pool, and a read
- * that blocks holds a pool thread for good. So the fd is non-blocking; reads and writes are synchronous
- * calls that return at once (EAGAIN), and waiting is a bounded poll(2) in the addon (a pool thread for at
- * most POLL_MS). A host that stops reading therefore only fills this port's own queue: the event loop,
- * other sessions and the other port carry on.
+ * Node cannot drive a character device with its streams: its fs reads and writes run on the libuv thread
+ * pool, and a read that blocks holds a pool thread for good. So the fd is non-blocking, reads and writes
+ * are synchronous calls that return at once (EAGAIN), and the waiting happens in the event loop: the addon
+ * watches the fd edge-triggered (Sys.watch: epoll EPOLLET under a uv_poll_t), so a byte is handled in the
+ * loop turn it arrives in, and no thread or timer is spent while nothing happens. Edge-triggered means
+ * this class reads until EAGAIN and writes until EAGAIN before it waits; what it last learnt is kept in
+ * #readable/#writeEdge. A host that stops reading therefore only fills this port's own queue: the event
+ * loop, other sessions and the other port carry on.
  *
  * Measured port semantics (research/feasibility-vm.md §5): with no host client, poll reports POLLHUP and
- * reads return 0 at once; writes block (EAGAIN). The HUP clearing is the host connecting, HUP again is it
- * leaving. Each connection gets a fresh PortStream; the old one ends (its SSH session goes with it), and
- * anything it had queued is dropped: the resync handshake makes the next connection skip stale bytes.
+ * reads return 0 at once; writes block (EAGAIN). The kernel wakes the port's waiters when the host connects
+ * or leaves, so each of those is one event here: a port with no host is waited on, never spun on. The HUP
+ * clearing is the host connecting, HUP again is it leaving. Each connection gets a fresh PortStream; the
+ * old one ends (its SSH session goes with it), and anything it had queued is dropped: the resync handshake
+ * makes the next connection skip stale bytes.
  */
 import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs';
 import { Duplex } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../../../../protocol/src/errors/errors.ts';
-import { SYS, type Sys } from '../../sys/sys.ts';
+import { SYS, type FdWatch, type Sys } from '../../sys/sys.ts';
 
-const POLL_MS = 500;
-const HUP_RETRY_MS = 100;
 const READ_BYTES = 64 * 1024;
+const GONE = SYS.POLLHUP | SYS.POLLERR;
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException).code;
@@ -43,7 +46,9 @@ export class PortStream extends Duplex {
   }
 
   override _read(): void {
+    if (this.#wantRead) return;
     this.#wantRead = true;
+    this.#port.readWanted(); // bytes may be waiting: no new edge will announce them
   }
 
   /** Called by the port with bytes from the host; false means "stop reading until _read". */
@@ -73,8 +78,9 @@ export class PortStream extends Duplex {
         continue;
       }
       head.data = head.data.subarray(written);
-      const revents = await this.#port.waitWritable();
-      if (revents & SYS.POLLHUP) await sleep(HUP_RETRY_MS); // host away: the port's reader ends this stream
+      // Host away (POLLHUP): the port's reader ends this stream; otherwise the next write finds room or
+      // EAGAIN, after which this waits for the port's next change.
+      await this.#port.waitWritable();
     }
     this.#flushing = false;
   }
@@ -96,17 +102,60 @@ export class PortStream extends Duplex {
 
 export class SerialPort {
   readonly path: string;
-  readonly #sys: Sys;
   readonly #fd: number;
   readonly #log: (message: string) => void;
+  readonly #watch: FdWatch;
   #current: PortStream | undefined;
   #closed = false;
+  /** The revents of the last event (0 before the first). */
+  #revents = 0;
+  /** Bytes (or an EOF) may be waiting: set by an event, cleared by a read that found nothing. */
+  #readable = false;
+  /** An event said writable (or gone) since the last write that took nothing. */
+  #writeEdge = true;
+  #writeWaiters: ((revents: number) => void)[] = [];
+  #wakeReader: (() => void) | undefined;
 
   constructor(path: string, sys: Sys, log: (message: string) => void) {
     this.path = path;
-    this.#sys = sys;
     this.#log = log;
     this.#fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOCTTY);
+    try {
+      this.#watch = sys.watch(this.#fd, SYS.POLLIN | SYS.POLLOUT, (revents) => this.#onEvents(revents));
+    } catch (error) {
+      closeSync(this.#fd);
+      throw error;
+    }
+  }
+
+  #onEvents(revents: number): void {
+    this.#revents = revents;
+    if (revents & (SYS.POLLIN | GONE)) {
+      this.#readable = true;
+      this.#wake();
+    }
+    if (revents & (SYS.POLLOUT | GONE)) {
+      const waiters = this.#writeWaiters;
+      this.#writeEdge = waiters.length === 0;
+      this.#writeWaiters = [];
+      for (const resolve of waiters) resolve(revents);
+    }
+  }
+
+  #wake(): void {
+    const wake = this.#wakeReader;
+    this.#wakeReader = undefined;
+    wake?.();
+  }
+
+  /** The reader's next reason to look again: an event, a stream that wants bytes again, or close(). */
+  #changed(): Promise<void> {
+    return new Promise((resolve) => (this.#wakeReader = resolve));
+  }
+
+  /** The current stream can take bytes again (called by PortStream._read). */
+  readWanted(): void {
+    this.#wake();
   }
 
   /** Writes what the port takes right now (0 when full or no host is connected). */
@@ -114,13 +163,24 @@ export class SerialPort {
     try {
       return writeSync(this.#fd, data);
     } catch (error) {
-      if (errnoCode(error) === 'EAGAIN') return 0;
-      throw error;
+      if (errnoCode(error) !== 'EAGAIN') throw error;
+      this.#writeEdge = false;
+      return 0;
     }
   }
 
+  /**
+   * Resolves with the port's revents once it may take bytes again: at once if an event said so since the
+   * last writeNow that took nothing, else at the port's next change (room, the host leaving: POLLHUP, or
+   * coming back). Never on a timer, so a port with no host behind it costs nothing while it waits.
+   */
   waitWritable(): Promise<number> {
-    return this.#sys.poll(this.#fd, SYS.POLLOUT, POLL_MS).catch(() => SYS.POLLERR);
+    if (this.#closed) return Promise.resolve(SYS.POLLNVAL);
+    if (this.#writeEdge) {
+      this.#writeEdge = false;
+      return Promise.resolve(this.#revents | SYS.POLLOUT);
+    }
+    return new Promise((resolve) => this.#writeWaiters.push(resolve));
   }
 
   /**
@@ -130,32 +190,28 @@ export class SerialPort {
   async serve(onConnection: (stream: PortStream) => void): Promise<void> {
     const buffer = Buffer.allocUnsafe(READ_BYTES);
     while (!this.#closed) {
-      const stream = this.#current;
-      const events = stream && !stream.wantsRead ? 0 : SYS.POLLIN;
-      let revents: number;
-      try {
-        revents = await this.#sys.poll(this.#fd, events, POLL_MS);
-      } catch (error) {
-        this.#log(`${this.path}: poll failed: ${describeError(error)}`);
-        await sleep(POLL_MS);
-        continue;
-      }
-      if (revents & (SYS.POLLHUP | SYS.POLLERR)) {
+      if (this.#revents & GONE) {
+        // No host: end its stream, and leave any stale bytes for the resync of the next connection.
         this.#hangUp();
-        await sleep(HUP_RETRY_MS);
+        this.#readable = false;
+      }
+      const stream = this.#current;
+      if (!this.#readable || (stream !== undefined && !stream.wantsRead)) {
+        await this.#changed();
         continue;
       }
-      if (!(revents & SYS.POLLIN)) continue;
       for (;;) {
         let n: number;
         try {
           n = readSync(this.#fd, buffer, 0, buffer.length, null);
         } catch (error) {
           if (errnoCode(error) !== 'EAGAIN') this.#log(`${this.path}: read failed: ${describeError(error)}`);
+          this.#readable = false;
           break;
         }
         if (n === 0) {
           this.#hangUp(); // EOF: the host is not connected (any more)
+          this.#readable = false;
           break;
         }
         if (!this.#current || this.#current.destroyed) {
@@ -175,8 +231,12 @@ export class SerialPort {
   }
 
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
+    this.#watch.close();
     this.#hangUp();
+    this.#wake();
+    for (const resolve of this.#writeWaiters.splice(0)) resolve(SYS.POLLNVAL);
     try {
       closeSync(this.#fd);
     } catch {
