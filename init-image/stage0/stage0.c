@@ -322,21 +322,20 @@ int main(int argc, char **argv, char **envp)
 
 	say("stage0: runtime %s mounted in %.2f s (transport %s), starting %s at uptime %.2f s", dev, uptime() - t0,
 	    transport, AGENT, uptime());
-	/* The agent reports where boot time went, stage0 included; and it keeps a libuv pool thread busy per
-	 * polled serial port, so it gets more than libuv's default 4 (only settable before Node starts). */
+	/* The agent reports where boot time went, stage0 included. (Its serial ports are waited on in the event
+	 * loop, holding no libuv pool thread, so libuv's default pool of 4 is enough: no UV_THREADPOOL_SIZE.) */
 	static char start_env[48], exec_env[48];
 	snprintf(start_env, sizeof start_env, "TETHER_STAGE0_START_MS=%.0f", t0 * 1000);
 	snprintf(exec_env, sizeof exec_env, "TETHER_STAGE0_EXEC_MS=%.0f", uptime() * 1000);
 	size_t envc = 0;
 	while (envp[envc] != NULL)
 		envc++;
-	char **env = calloc(envc + 4, sizeof *env);
+	char **env = calloc(envc + 3, sizeof *env);
 	if (env == NULL)
 		fail("calloc env", ENOMEM);
 	memcpy(env, envp, envc * sizeof *env);
 	env[envc] = start_env;
 	env[envc + 1] = exec_env;
-	env[envc + 2] = "UV_THREADPOOL_SIZE=8";
 	execve(AGENT, argv, env);
 	fail("exec " AGENT, errno);
 }
