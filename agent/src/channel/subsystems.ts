@@ -30,26 +30,61 @@ type Log = (message: string) => void;
 /** Bytes of output sent per wake-up of an attach pump, so one client cannot monopolise the loop. */
 const ATTACH_SLICE_BYTES = 256 * 1024;
 
-/** Reads the parameter frame; calls back with the parameters and any bytes that followed them. */
+/** How long a request channel may take to send its whole parameter frame. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * The parameter-frame deadline: `TETHER_REQUEST_TIMEOUT_MS` from `env` when it is a positive integer (tests
+ * shorten it this way), the default otherwise.
+ */
+export function requestTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
+  const value = Number(env['TETHER_REQUEST_TIMEOUT_MS']);
+  return Number.isSafeInteger(value) && value > 0 ? value : DEFAULT_REQUEST_TIMEOUT_MS;
+}
+
+/**
+ * Reads the parameter frame; calls back with the parameters and any bytes that followed them. A frame
+ * that is not whole within the deadline gets a TETHER_REQUEST_TIMEOUT reply and the channel closes.
+ */
 function readParams<P>(
   type: RequestType<P, unknown>,
   channel: ServerChannel,
   done: (params: P, rest: Buffer) => void,
 ): void {
   const reader = new FirstFrameReader(64 * 1024);
+  let received = 0;
+  const timeoutMs = requestTimeoutFromEnv(process.env);
+  const stop = (): void => {
+    clearTimeout(timer);
+    channel.off('data', onData);
+    channel.off('close', stop);
+  };
+  const timer = setTimeout(() => {
+    stop();
+    fail(
+      type,
+      channel,
+      new TetherError(
+        'TETHER_REQUEST_TIMEOUT',
+        `${type.subsystem}: no whole parameters frame within ${timeoutMs} ms (${received} bytes came)`,
+      ),
+    );
+  }, timeoutMs);
   const onData = (chunk: Buffer): void => {
+    received += chunk.length;
     try {
       const first = reader.push(chunk);
       if (!first) return;
-      channel.off('data', onData);
+      stop();
       channel.pause();
       done(decodeParams(type, first.body), first.rest);
     } catch (error) {
-      channel.off('data', onData);
+      stop();
       fail(type, channel, error);
     }
   };
   channel.on('data', onData);
+  channel.on('close', stop);
 }
 
 function fail(type: RequestType<unknown, unknown>, channel: ServerChannel, error: unknown): void {
