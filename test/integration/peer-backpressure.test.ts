@@ -1,8 +1,10 @@
 /**
- * Peers that misbehave against a real `tether --dev` cost it no liveness: a request channel that never
- * sends its parameters is closed after a deadline, and another client is still served.
+ * Peers that misbehave against a real `tether --dev` cost it no liveness: a request the kernel refuses to
+ * spawn, a request channel that never sends its parameters. Each time another client is still served.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { ClientChannel } from 'ssh2';
 import type { ChannelClient } from '../../hostside/src/channel/client.ts';
@@ -52,7 +54,7 @@ async function execLatencyMs(client: ChannelClient): Promise<number> {
   return performance.now() - started;
 }
 
-describe('requests that never arrive', () => {
+describe('requests that cannot run, or never arrive', () => {
   let agent: DevAgent;
   let good: ChannelClient;
   const saved = process.env['TETHER_REQUEST_TIMEOUT_MS'];
@@ -66,6 +68,75 @@ describe('requests that never arrive', () => {
   after(async () => {
     good.close();
     await agent.stop();
+  });
+
+  // 3 MiB of environment in SSH env requests (RFC 4254 §6.4), 32 KiB each: more than execve takes.
+  const bigEnv: Record<string, string> = {};
+  for (let i = 0; i < 96; i++) bigEnv[`BIG${i}`] = 'x'.repeat(32 * 1024);
+  const execWithEnv = (
+    client: ChannelClient,
+    pty: boolean,
+  ): Promise<{ code: number | undefined; output: string }> =>
+    new Promise((resolve, reject) =>
+      client.connection.exec('true', { env: bigEnv, pty }, (error, channel) => {
+        if (error) return reject(error);
+        let output = '';
+        let code: number | undefined;
+        channel.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        channel.on('data', (chunk: Buffer) => (output += chunk.toString()));
+        channel.on('exit', (exitCode: number | null) => (code = exitCode ?? undefined));
+        channel.on('close', () => resolve({ code, output }));
+      }),
+    );
+
+  it('an exec whose environment is larger than the kernel takes (E2BIG) fails with a reason', async () => {
+    const client = await agent.connect();
+    const piped = await execWithEnv(client, false);
+    assert.equal(piped.code, 126, `output: ${piped.output}`);
+    assert.match(piped.output, /E2BIG.*more than the kernel takes/);
+    // With a terminal, node-pty's child reports the failed execvp itself, in the terminal, with status 1.
+    const terminal = await execWithEnv(client, true);
+    assert.notEqual(terminal.code, 0);
+    assert.match(terminal.output, /Argument list too long/);
+    assert.equal(agent.process.exitCode, null, 'the agent is still running');
+    await execLatencyMs(client);
+    client.close();
+    await execLatencyMs(good);
+  });
+
+  it('execs that find the agent out of descriptors (EMFILE) fail with a reason; it keeps serving', async () => {
+    const pid = agent.process.pid!;
+    const soft = spawnSync(
+      'prlimit',
+      ['--pid', String(pid), '--nofile', '-o', 'SOFT', '--noheadings', '--raw'],
+      {
+        encoding: 'utf8',
+      },
+    ).stdout.trim();
+    const inUse = readdirSync(`/proc/${pid}/fd`).length;
+    // Room for a few execs (two pipes each), not for twenty.
+    assert.equal(spawnSync('prlimit', ['--pid', String(pid), `--nofile=${inUse + 12}:`]).status, 0);
+    const handles: ClientChannel[] = [];
+    const failures: string[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const { channel, reply } = await request(
+          good,
+          execRequest,
+          encodeParams(execRequest, { argv: ['sleep', '1000'], stdin: false }),
+        );
+        handles.push(channel);
+        const answer = await reply;
+        if ('error' in answer) failures.push(`${answer.error.code}: ${answer.error.message}`);
+      }
+    } finally {
+      assert.equal(spawnSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:`]).status, 0);
+    }
+    assert.equal(agent.process.exitCode, null, 'the agent is still running');
+    assert.ok(failures.length > 0, 'some execs ran out of descriptors');
+    assert.match(failures[0]!, /^TETHER_SPAWN_FAILED: .*(EMFILE|open files)/);
+    for (const channel of handles) channel.close();
+    await execLatencyMs(good);
   });
 
   it(

@@ -63,6 +63,28 @@ export function mergeEnv(...lists: string[][]): string[] {
   return Object.entries(envObject(lists.flat())).map(([key, value]) => `${key}=${value}`);
 }
 
+function describeCommand(spec: SessionSpec): string {
+  return JSON.stringify(spec.argv[0] ?? '');
+}
+
+/** Bytes that execve(2) copies for these strings: each with its NUL, plus a pointer each. */
+function execBytes(strings: string[]): number {
+  return strings.reduce((sum, text) => sum + Buffer.byteLength(text) + 1 + 8, 0);
+}
+
+function spawnFailed(helperPath: string, spec: SessionSpec, error: unknown): TetherError {
+  const code = (error as NodeJS.ErrnoException).code;
+  const hint =
+    code === 'E2BIG'
+      ? ` (E2BIG: the arguments and environment, ${execBytes([...spec.argv, ...spec.env])} bytes, are more than the kernel takes)`
+      : '';
+  return new TetherError(
+    'TETHER_SPAWN_FAILED',
+    `could not start ${describeCommand(spec)} through ${helperPath}: ${(error as Error).message}${hint}`,
+    { cause: error },
+  );
+}
+
 type SessionEvents = { stdout: [Buffer]; stderr: [Buffer]; exit: [ExitStatus] };
 
 /**
@@ -85,28 +107,49 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#stdinOpen = spec.stdin;
     const args = helperArgs(spec);
     if (spec.tty) {
-      this.#terminal = pty.spawn(context.helperPath, args, {
-        name: envObject(spec.env)['TERM'] ?? 'xterm',
-        cols: spec.tty.cols,
-        rows: spec.tty.rows,
-        cwd: '/',
-        env: envObject(spec.env),
-        encoding: null,
-      });
-      this.pid = this.#terminal.pid;
+      let terminal: pty.IPty;
+      try {
+        terminal = pty.spawn(context.helperPath, args, {
+          name: envObject(spec.env)['TERM'] ?? 'xterm',
+          cols: spec.tty.cols,
+          rows: spec.tty.rows,
+          cwd: '/',
+          env: envObject(spec.env),
+          encoding: null,
+        });
+      } catch (error) {
+        throw spawnFailed(context.helperPath, spec, error);
+      }
+      this.#terminal = terminal;
+      this.pid = terminal.pid;
       nodeOwnedPids.add(this.pid);
-      this.#watchTerminal(this.#terminal);
-      if (!spec.stdin) this.#terminal.write(END_OF_TRANSMISSION);
+      this.#watchTerminal(terminal);
+      if (!spec.stdin) terminal.write(END_OF_TRANSMISSION);
     } else {
-      const child = spawn(context.helperPath, args, {
-        env: envObject(spec.env),
-        cwd: '/',
-        stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-        // Its own session and process group, so that signals to the group reach the whole tree.
-        detached: true,
-      });
+      let child: ChildProcess;
+      try {
+        child = spawn(context.helperPath, args, {
+          env: envObject(spec.env),
+          cwd: '/',
+          stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+          // Its own session and process group, so that signals to the group reach the whole tree.
+          detached: true,
+        });
+      } catch (error) {
+        // E2BIG and other errors of execve itself are thrown here.
+        throw spawnFailed(context.helperPath, spec, error);
+      }
+      // EMFILE, ENFILE, EAGAIN, ENOENT, EACCES come as an 'error' event on the next tick, with no pid:
+      // unheard, that event would kill the agent.
+      child.on('error', () => {});
       if (child.pid === undefined) {
-        throw new TetherError('TETHER_SPAWN_FAILED', `could not start the exec helper ${context.helperPath}`);
+        for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
+        throw new TetherError(
+          'TETHER_SPAWN_FAILED',
+          `could not start ${describeCommand(spec)}: the system refused a new process or its pipes ` +
+            `(EMFILE or ENFILE: too many open files; EAGAIN: too many processes), or the exec helper ` +
+            `${context.helperPath} is missing`,
+        );
       }
       this.pid = child.pid;
       nodeOwnedPids.add(this.pid);
