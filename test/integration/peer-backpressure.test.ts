@@ -1,15 +1,19 @@
 /**
- * Peers that misbehave against a real `tether --dev` cost it no liveness: a request the kernel refuses to
- * spawn, a request channel that never sends its parameters. Each time another client is still served.
+ * Peers that misbehave against a real `tether --dev` cost it bounded memory and no liveness: a client
+ * that grants a huge SSH window and then stops reading, a request the kernel refuses to spawn, a request
+ * channel that never sends its parameters. Each time another client is still served.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientChannel } from 'ssh2';
-import type { ChannelClient } from '../../hostside/src/channel/client.ts';
+import { ChannelClient } from '../../hostside/src/channel/client.ts';
 import { FirstFrameReader } from '../../protocol/src/framing/length-prefixed.ts';
 import {
+  attachRequest,
   decodeReply,
   encodeParams,
   execRequest,
@@ -17,6 +21,38 @@ import {
   type RequestType,
 } from '../../protocol/src/requests/requests.ts';
 import { run, startDevAgent, type DevAgent } from '../helpers/dev-agent.ts';
+
+const MiB = 1024 * 1024;
+/** What a peer that stops reading may cost the agent, whatever it was sent meanwhile. */
+const RSS_BOUND_BYTES = 64 * MiB;
+
+function rssBytes(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(match, `no VmRSS for pid ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** A client whose socket the test controls, to stop reading it. */
+async function connectRaw(agent: DevAgent): Promise<{ client: ChannelClient; socket: Socket }> {
+  const socket = await agent.rawSocket();
+  const client = await ChannelClient.connect(socket, {
+    privateKey: readFileSync(`${agent.state}/id_client`, 'utf8'),
+    hostPublicKey: readFileSync(`${agent.state}/ssh_host_key.pub`, 'utf8'),
+  });
+  return { client, socket };
+}
+
+/**
+ * Grants the agent nearly 4 GiB of window on `channel` (RFC 4254 §5.2: a window may reach 2^32-1), as a
+ * client would that claims to take everything, without reading any of it.
+ */
+function grantHugeWindow(client: ChannelClient, channel: ClientChannel): void {
+  const ssh = client.connection as unknown as {
+    _protocol: { channelWindowAdjust(recipient: number, amount: number): void };
+  };
+  const remote = (channel as unknown as { outgoing: { id: number } }).outgoing.id;
+  ssh._protocol.channelWindowAdjust(remote, 2 ** 32 - 1 - 4 * MiB);
+}
 
 /** Opens a subsystem channel, sends `params` (when given), and resolves with the channel and its reply. */
 function request<P, R>(
@@ -53,6 +89,48 @@ async function execLatencyMs(client: ChannelClient): Promise<number> {
   assert.equal(result.exitCode, 0);
   return performance.now() - started;
 }
+
+describe('a client that grants a huge window and stops reading costs bounded memory', () => {
+  let agent: DevAgent;
+  let good: ChannelClient;
+  before(async () => {
+    // The main process writes as fast as it can; a 4 MiB log pauses it while nobody takes its output.
+    agent = await startDevAgent({ args: ['--buffer-bytes', String(4 * MiB)], command: ['yes'] });
+    good = await agent.connect();
+  });
+  after(async () => {
+    good.close();
+    await agent.stop();
+  });
+
+  for (const kind of ['exec of yes', 'attach to a main process that writes fast'] as const) {
+    it(kind, async () => {
+      const pid = agent.process.pid!;
+      const { client, socket } = await connectRaw(agent);
+      const { channel, reply } =
+        kind === 'exec of yes'
+          ? await request(client, execRequest, encodeParams(execRequest, { argv: ['yes'], stdin: false }))
+          : await request(
+              client,
+              attachRequest,
+              encodeParams(attachRequest, { from: 'start', stdin: false }),
+            );
+      assert.ok('ok' in (await reply), 'the request is accepted');
+      grantHugeWindow(client, channel);
+      socket.pause();
+      const before = rssBytes(pid);
+      await sleep(3000);
+      const grown = rssBytes(pid) - before;
+      const latency = await execLatencyMs(good);
+      console.log(
+        `${kind}: RSS grew by ${(grown / MiB).toFixed(1)} MiB in 3 s; exec of true ${latency.toFixed(0)} ms`,
+      );
+      assert.ok(grown < RSS_BOUND_BYTES, `RSS grew by ${(grown / MiB).toFixed(1)} MiB in 3 s`);
+      assert.ok(latency < 2000, `another client's exec took ${latency.toFixed(0)} ms`);
+      socket.destroy();
+    });
+  }
+});
 
 describe('requests that cannot run, or never arrive', () => {
   let agent: DevAgent;

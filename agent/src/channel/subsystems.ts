@@ -23,7 +23,7 @@ import { encodeStatusRecord } from '../../../protocol/src/status/status.ts';
 import type { ExitStatus } from '../process/exit-status.ts';
 import { checkTargetDir, receiveArchive, sendArchive, statPath } from './archive.ts';
 import type { ChannelServices } from './server.ts';
-import { pipeSession } from './session-pipe.ts';
+import { oncePeerDrained, peerHasRoom, pipeSession } from './session-pipe.ts';
 
 type Log = (message: string) => void;
 
@@ -245,9 +245,10 @@ function serveAttach(
       offset = chunk.offset + chunk.data.length;
       room = channel.write(encodeLogFrame(chunk));
     }
-    if (!room) {
+    if (!room || !peerHasRoom(channel)) {
+      // A full window, or a peer that granted a huge one and does not read: wait for it to take the bytes.
       waiting = true;
-      channel.once('drain', pump);
+      oncePeerDrained(channel, pump);
       return;
     }
     if (offset < output.end) {
