@@ -49,6 +49,8 @@ const DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024;
 const LOG_FLUSH_MS = 10_000;
 /** Time for a final exit-status to cross the channel to attached clients before the agent exits. */
 const CHANNEL_LINGER_MS = 200;
+/** How long exec sessions have between SIGTERM and SIGKILL when the agent stops. */
+const EXEC_STOP_GRACE_MS = 2000;
 
 function usage(message: string): TetherError {
   return new TetherError('TETHER_USAGE', `${message}\n${DEV_USAGE}`);
@@ -165,7 +167,9 @@ export async function runDev(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger(`shutting down: ${why}`);
-    const exit = await main?.stop();
+    // Unlike in a VM, nothing powers off under the processes: stop them all, execs and leftovers included.
+    const [exit] = await Promise.all([main?.stop(), exec.stopAll(EXEC_STOP_GRACE_MS)]);
+    main?.killRemaining();
     const flushed = (await logWriter?.flushed(LOG_FLUSH_MS)) ?? true;
     status.report('shutdown', flushed ? 'ok' : 'failed', {
       detail: `${why}${flushed ? '' : `; the log file did not take all output within ${LOG_FLUSH_MS} ms`}`,

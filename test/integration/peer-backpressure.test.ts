@@ -1,7 +1,8 @@
 /**
  * Peers that misbehave against a real `tether --dev` cost it bounded memory and no liveness: a client
  * that grants a huge SSH window and then stops reading, a request the kernel refuses to spawn, a request
- * channel that never sends its parameters. Each time another client is still served.
+ * channel that never sends its parameters, a client that walks away from a running exec, and an agent
+ * stopped while execs run. Each time another client is still served, and no process is left behind.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -30,6 +31,23 @@ function rssBytes(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(match, `no VmRSS for pid ${pid}`);
   return Number(match[1]) * 1024;
+}
+
+/** True while `pid` exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
 }
 
 /** A client whose socket the test controls, to stop reading it. */
@@ -243,3 +261,64 @@ describe('requests that cannot run, or never arrive', () => {
     await execLatencyMs(good);
   });
 });
+
+describe('processes do not outlive their client or the agent', () => {
+  it('an exec whose client closes the channel (no tty) ends: its output pipes are closed', async () => {
+    const agent = await startDevAgent({ command: ['sleep', '60'] });
+    try {
+      const client = await agent.connect();
+      const handle = await client.exec({ argv: ['yes'], stdin: false });
+      handle.stdout.resume();
+      await sleep(300);
+      assert.ok(alive(handle.pid), 'yes runs');
+      (handle.stdin as unknown as ClientChannel).close();
+      await until(`exec pid ${handle.pid} to end`, () => !alive(handle.pid), 3000);
+      await execLatencyMs(client);
+      client.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  it('SIGTERM to a dev agent leaves none of its processes behind', async () => {
+    const agent = await startDevAgent({ command: ['sleep', '60'] });
+    let pids: number[] = [];
+    try {
+      const client = await agent.connect();
+      const plain = await client.exec({ argv: ['sleep', '1000'], stdin: false });
+      // A process that ignores SIGTERM, in a shell whose child sits in the same process group.
+      const stubborn = await client.exec({
+        argv: ['sh', '-c', "trap '' TERM; sleep 1000 & wait"],
+        stdin: true,
+        tty: { cols: 80, rows: 24 },
+      });
+      pids = [plain.pid, stubborn.pid];
+      await sleep(300);
+      assert.ok(pids.every(alive), 'the execs run');
+    } finally {
+      await agent.stop();
+    }
+    // Each exec leads its own session and process group (pgid = pid), grandchildren included.
+    await until('every process of the agent to end', () => pids.every((pid) => !groupAlive(pid)), 8000);
+  });
+});
+
+/** True while any live process belongs to process group `group`. */
+function groupAlive(group: number): boolean {
+  try {
+    process.kill(-group, 0);
+  } catch {
+    return false;
+  }
+  // Zombies still count for kill(0): look for a live member.
+  for (const entry of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z' && Number(fields[2]) === group) return true;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return false;
+}

@@ -2,7 +2,8 @@
  * Connects a running Session to an SSH channel: stdout to channel data, stderr to extended data (RFC 4254
  * §5.2), channel data to stdin, window-change to resize, signal to kill, and exit-status / exit-signal
  * (§6.10) when it ends. Backpressure holds both ways: a peer that does not take the output pauses the
- * process (see peerHasRoom), a full stdin pipe pauses the channel.
+ * process (see peerHasRoom), a full stdin pipe pauses the channel. A client that closes the channel
+ * closes the process's output: it gets SIGPIPE on its next write instead of blocking for good.
  */
 import type { Writable } from 'node:stream';
 import type { ServerChannel, Session as SshSession } from 'ssh2';
@@ -105,8 +106,9 @@ export function pipeSession(
   channel.on('end', () => session.endInput());
   channel.on('error', (error: Error) => log(`session channel error: ${error.message}`));
   channel.on('close', () => {
-    // The client went away first: hang up a terminal session as sshd does; a piped one just loses stdin.
-    if (session.exitStatus === undefined && session.tty) session.kill('SIGHUP');
+    // The client went away first: hang up a terminal session as sshd does; a piped one loses its stdin
+    // and its output pipes, so that it is not left blocked in write() for good.
+    if (session.exitStatus === undefined) session.closeOutput();
     session.endInput();
   });
   sshSession.on('window-change', (accept, _reject, info) => {

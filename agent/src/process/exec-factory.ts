@@ -37,6 +37,8 @@ export function lookupUser(spec: string, rootDir: string): ResolvedUser {
 export class ExecFactory {
   readonly defaults: ContainerDefaults;
   readonly #context: SpawnContext;
+  /** Sessions started here whose process has not ended yet. */
+  readonly #running = new Set<Session>();
 
   constructor(defaults: ContainerDefaults, context: SpawnContext) {
     this.defaults = defaults;
@@ -70,7 +72,7 @@ export class ExecFactory {
       params.env ?? [],
     );
     const cwd = params.cwd ?? this.defaults.cwd;
-    return new Session(
+    const session = new Session(
       {
         argv: params.argv,
         env,
@@ -81,5 +83,36 @@ export class ExecFactory {
       },
       this.#context,
     );
+    this.#running.add(session);
+    session.once('exit', () => this.#running.delete(session));
+    return session;
+  }
+
+  /** How many sessions started here are still running. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Stops every session started here, as the agent stops: SIGTERM to each one's process group, then
+   * SIGKILL to the groups of those still running after `graceMs` (and to the groups of those that ended,
+   * for descendants they left). Resolves once every session has ended, or after the SIGKILL.
+   */
+  async stopAll(graceMs: number): Promise<void> {
+    const sessions = [...this.#running];
+    if (sessions.length === 0) return;
+    for (const session of sessions) session.killGroup('SIGTERM');
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, graceMs);
+      const check = (): void => {
+        if (sessions.every((session) => session.exitStatus !== undefined)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      for (const session of sessions) session.once('exit', check);
+      check();
+    });
+    for (const session of sessions) session.killGroup('SIGKILL');
   }
 }

@@ -138,6 +138,11 @@ export class MainProcess extends EventEmitter<{ exit: [ExitStatus]; final: [Exit
     return this.#session?.kill(signal) ?? false;
   }
 
+  /** Kills whatever the last run of the process left in its process group (descendants that outlive it). */
+  killRemaining(): void {
+    this.#session?.killGroup('SIGKILL');
+  }
+
   /** Graceful stop: the stop signal, then SIGKILL after the timeout. Resolves with the final exit. */
   stop(): Promise<ExitStatus> {
     this.#stopping = true;

@@ -204,6 +204,34 @@ export class Session extends EventEmitter<SessionEvents> {
     return true;
   }
 
+  /**
+   * Sends a signal to the session's whole process group: the helper starts a session of its own (setsid,
+   * or the terminal's), so its pid is the group's id and every descendant that stayed in it is reached,
+   * even once the session's own process has ended.
+   */
+  killGroup(signal: NodeJS.Signals): void {
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // ESRCH: nothing left in the group.
+    }
+  }
+
+  /**
+   * Nobody reads the output any more: a terminal session is hung up (SIGHUP, as sshd does); a piped one
+   * has its output pipes closed, so that its next write fails (SIGPIPE, or EPIPE where it ignores that
+   * signal) as under Docker, rather than block for good once the pipe is full.
+   */
+  closeOutput(): void {
+    if (this.#exit) return;
+    if (this.#terminal) {
+      this.kill('SIGHUP');
+      return;
+    }
+    this.#child?.stdout?.destroy();
+    this.#child?.stderr?.destroy();
+  }
+
   pauseOutput(): void {
     if (this.#terminal) this.#terminal.pause();
     this.#child?.stdout?.pause();
