@@ -5,7 +5,6 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync } from 'node:fs';
-import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
@@ -13,6 +12,7 @@ import { statusRecordsIn } from '../console-status.ts';
 import type { PortForward, Vm, VmExit, VmInfo } from '../driver.ts';
 import { isProcessAlive } from '../qemu/process-alive.ts';
 import type { DevLayout, DevVmMetadata } from './dev-layout.ts';
+import { connectUnixChannel } from '../unix-channel.ts';
 
 const PID_POLL_MS = 100;
 const REOPEN_TIMEOUT_MS = 5000;
@@ -112,23 +112,7 @@ export class DevVm implements Vm {
   }
 
   openChannel(): Promise<Duplex> {
-    const path = this.#layout.channelSocket;
-    return new Promise((resolve, reject) => {
-      const socket = connect(path);
-      socket.once('connect', () => {
-        socket.removeAllListeners('error');
-        resolve(socket);
-      });
-      socket.once('error', (error: NodeJS.ErrnoException) =>
-        reject(
-          new TetherError(
-            'TETHER_CHANNEL_CLOSED',
-            `cannot connect to the dev agent's channel ${path}: ${error.code ?? error.message}`,
-            { cause: error },
-          ),
-        ),
-      );
-    });
+    return connectUnixChannel(this.#layout.channelSocket, "the dev agent's channel");
   }
 
   wait(): Promise<VmExit> {

@@ -4,7 +4,6 @@
  * started it; QMP's socket closing and the pid going away tell us it ended).
  */
 import type { ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
 import type { PortForward, Vm, VmExit, VmInfo } from '../driver.ts';
@@ -12,6 +11,7 @@ import { LOG_CHARDEV_ID } from './command-line.ts';
 import type { QemuLayout } from './layout.ts';
 import { isProcessAlive } from './process-alive.ts';
 import type { QmpClient } from './qmp-client.ts';
+import { connectUnixChannel } from '../unix-channel.ts';
 
 /** How often the pid is checked, as a backstop to QMP's socket closing. */
 const PID_POLL_MS = 250;
@@ -109,23 +109,7 @@ export class QemuVm implements Vm {
   }
 
   openChannel(): Promise<Duplex> {
-    const path = this.#layout.channelSocket;
-    return new Promise((resolve, reject) => {
-      const socket = connect(path);
-      socket.once('connect', () => {
-        socket.removeAllListeners('error');
-        resolve(socket);
-      });
-      socket.once('error', (error: NodeJS.ErrnoException) =>
-        reject(
-          new TetherError(
-            'TETHER_CHANNEL_CLOSED',
-            `cannot connect to the VM's channel ${path}: ${error.code ?? error.message}`,
-            { cause: error },
-          ),
-        ),
-      );
-    });
+    return connectUnixChannel(this.#layout.channelSocket, "the VM's channel");
   }
 
   wait(): Promise<VmExit> {
