@@ -1,5 +1,7 @@
 /** The pure parts of tetherd's API edge: version paths, request mapping, filters, Docker's shapes. */
 import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { statHeader } from '../../../hostside/src/daemon/api/docker/archive.ts';
 import { dockerFileMode } from '../../../protocol/src/requests/requests.ts';
@@ -14,7 +16,11 @@ import { createContainerSchema, parseBody } from '../../../hostside/src/daemon/a
 import { logOptionsFrom } from '../../../hostside/src/daemon/api/docker/streams.ts';
 import { eventMatches } from '../../../hostside/src/daemon/api/docker/system.ts';
 import { statusForError } from '../../../hostside/src/daemon/api/http/errors.ts';
-import { compareVersions, splitVersion } from '../../../hostside/src/daemon/api/http/router.ts';
+import {
+  compareVersions,
+  readUpgradeBody,
+  splitVersion,
+} from '../../../hostside/src/daemon/api/http/router.ts';
 import { formatVmTable } from '../../../hostside/src/cli/daemon-command.ts';
 import type { DockerEvent } from '../../../hostside/src/daemon/containers/events.ts';
 import { mergeEnv, normaliseSignal, restartWanted } from '../../../hostside/src/daemon/containers/manager.ts';
@@ -266,5 +272,26 @@ void describe('restart policies', () => {
       restartWanted('always', { exitCode: 128, error: 'boot failed at config: bad' }, false),
       false,
     );
+  });
+});
+
+void describe('upgrade request bodies', () => {
+  void it('takes exactly Content-Length bytes, from head and the socket, and leaves what follows as stdin', async () => {
+    const socket = new PassThrough();
+    const req = { headers: { 'content-length': '28' } } as unknown as IncomingMessage;
+    const body = readUpgradeBody(req, socket, Buffer.from('{"Detach":false,'));
+    socket.write('"Tty":false}');
+    socket.write('stdin bytes');
+    assert.equal((await body).toString(), '{"Detach":false,"Tty":false}');
+    const rest: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => rest.push(chunk));
+    socket.resume();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(Buffer.concat(rest).toString(), 'stdin bytes');
+  });
+
+  void it('refuses a body over the limit', async () => {
+    const req = { headers: { 'content-length': String(10 * 1024 * 1024) } } as unknown as IncomingMessage;
+    await assert.rejects(readUpgradeBody(req, new PassThrough(), Buffer.alloc(0)), /too large/);
   });
 });

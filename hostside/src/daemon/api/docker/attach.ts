@@ -101,6 +101,8 @@ export function socketPeer(socket: Duplex): AttachPeer {
     onInput: (listener, onEnd) => {
       socket.on('data', listener);
       socket.once('end', onEnd);
+      // The router paused it after taking the request body (an explicit pause outlasts a new listener).
+      socket.resume();
     },
     pauseInput: () => socket.pause(),
     resumeInput: () => socket.resume(),

@@ -90,6 +90,9 @@ export class Router {
     const url = new URL(req.url ?? '/', 'http://tetherd');
     const { version, path } = splitVersion(decodeURIComponent(url.pathname));
     const socket = upgradeSocket ?? req.socket;
+    // Node hands an upgrade request's body to us raw (in `head` and on the socket): take exactly its
+    // Content-Length here, so no byte of it is mistaken for the stdin that follows (docker exec -i).
+    let upgradeBody: Buffer | undefined;
     let answered = false;
     let hijacked = false;
     const closed = new Promise<void>((resolve) => {
@@ -122,7 +125,7 @@ export class Router {
         answered = true;
         hijacked = true;
       },
-      json: () => readJson(req),
+      json: () => (upgradeBody ? Promise.resolve(parseJson(upgradeBody)) : readJson(req)),
       send: (status, body, headers = {}) => {
         if (answered) return;
         if (body === undefined) return writeHead(status, headers, undefined);
@@ -172,6 +175,7 @@ export class Router {
       },
     };
     try {
+      if (upgradeSocket) upgradeBody = await readUpgradeBody(req, upgradeSocket, head);
       if (version !== undefined) checkVersion(version);
       const route = this.#match(req.method ?? 'GET', path, ctx);
       await route(ctx);
@@ -237,7 +241,11 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     if (size > MAX_JSON_BODY_BYTES) throw bodyTooLarge();
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
+  return parseJson(Buffer.concat(chunks));
+}
+
+function parseJson(body: Buffer): unknown {
+  const text = body.toString('utf8').trim();
   if (text === '') return {};
   try {
     return JSON.parse(text) as unknown;
@@ -247,6 +255,39 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
       `invalid JSON in the request body: ${(error as Error).message}`,
     );
   }
+}
+
+/**
+ * The body of an upgrade request, by its Content-Length (clients that upgrade send one, or none): from
+ * `head`, then from the socket; whatever follows it is put back on the socket for the stream.
+ */
+export function readUpgradeBody(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<Buffer> {
+  const length = Number(req.headers['content-length'] ?? 0);
+  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_JSON_BODY_BYTES)
+    return Promise.reject(bodyTooLarge());
+  return new Promise((resolve, reject) => {
+    let got = head;
+    const done = (): void => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+      const rest = got.subarray(length);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve(got.subarray(0, length));
+    };
+    const onData = (chunk: Buffer): void => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= length) done();
+    };
+    const onEnd = (): void => {
+      socket.off('data', onData);
+      reject(new TetherError('TETHER_INVALID_PARAMETER', 'the connection ended inside the request body'));
+    };
+    if (got.length >= length) return done();
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.resume();
+  });
 }
 
 function bodyTooLarge(): TetherError {
