@@ -152,6 +152,17 @@ export async function startTetherd(options: StartOptions): Promise<Tetherd> {
   return self;
 }
 
+/** A tetherd with the bundled busybox image already loaded (fails with the CLI's error if the load does). */
+export async function startTetherdWithBusybox(options: StartOptions): Promise<Tetherd> {
+  const daemon = await startTetherd(options);
+  const loaded = await daemon.docker(['load', '-i', BUSYBOX_IMAGE_TAR]);
+  if (loaded.code !== 0) {
+    await daemon.dispose();
+    throw new Error(`docker load of ${BUSYBOX_IMAGE_TAR} failed (${loaded.code}): ${loaded.stderr}`);
+  }
+  return daemon;
+}
+
 /** Kills whatever VM (QEMU or dev agent) still runs under a root: tests leave nothing behind. */
 export async function killVms(root: string): Promise<void> {
   await new Promise<void>((resolve) =>

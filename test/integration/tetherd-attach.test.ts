@@ -11,8 +11,7 @@ import { demux, eventually, numberedLines, rawAttach, type RawAttach } from '../
 import { need } from '../helpers/prerequisites.ts';
 import {
   BUSYBOX_IMAGE,
-  BUSYBOX_IMAGE_TAR,
-  startTetherd,
+  startTetherdWithBusybox,
   tetherdPrerequisites,
   type Tetherd,
 } from '../helpers/tetherd.ts';
@@ -52,9 +51,7 @@ describe('tetherd (dev driver): the attach multiplexer', () => {
 
   before(async () => {
     if (Object.values(tetherdPrerequisites()).includes(false)) return;
-    d = await startTetherd({ driver: 'dev' });
-    const loaded = await d.docker(['load', '-i', BUSYBOX_IMAGE_TAR]);
-    assert.equal(loaded.code, 0, loaded.stderr);
+    d = await startTetherdWithBusybox({ driver: 'dev' });
   });
   after(async () => d?.dispose());
 

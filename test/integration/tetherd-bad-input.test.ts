@@ -17,7 +17,7 @@ import { need } from '../helpers/prerequisites.ts';
 import {
   BUSYBOX_IMAGE,
   BUSYBOX_IMAGE_TAR,
-  startTetherd,
+  startTetherdWithBusybox,
   tetherdPrerequisites,
   type Tetherd,
 } from '../helpers/tetherd.ts';
@@ -110,9 +110,7 @@ describe('tetherd (dev driver): bad input', () => {
 
   before(async () => {
     if (Object.values(tetherdPrerequisites()).includes(false)) return;
-    d = await startTetherd({ driver: 'dev' });
-    const loaded = await d.docker(['load', '-i', BUSYBOX_IMAGE_TAR]);
-    assert.equal(loaded.code, 0, loaded.stderr);
+    d = await startTetherdWithBusybox({ driver: 'dev' });
   });
   after(async () => d?.dispose());
 

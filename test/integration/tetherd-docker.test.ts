@@ -14,7 +14,7 @@ import { need } from '../helpers/prerequisites.ts';
 import {
   BUSYBOX_IMAGE,
   BUSYBOX_IMAGE_TAR,
-  startTetherd,
+  startTetherdWithBusybox,
   tetherdPrerequisites,
   type Tetherd,
 } from '../helpers/tetherd.ts';
@@ -36,9 +36,7 @@ describe('tetherd (dev driver): docker CLI flows', () => {
 
   before(async () => {
     if (Object.values(tetherdPrerequisites()).includes(false)) return;
-    d = await startTetherd({ driver: 'dev' });
-    const loaded = await d.docker(['load', '-i', BUSYBOX_IMAGE_TAR]);
-    assert.equal(loaded.code, 0, loaded.stderr);
+    d = await startTetherdWithBusybox({ driver: 'dev' });
     scratch = mkdtempSync(join(tmpdir(), 'tetherd-docker-'));
   });
   after(async () => {
