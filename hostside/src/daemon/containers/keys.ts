@@ -5,7 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
-import type { ChannelCredentials } from '../../channel/client.ts';
 import { generateChannelKeys, saveClientKeys, type ChannelKeys } from '../../vm/channel-keys.ts';
 import { writeJsonAtomic } from '../state/atomic-file.ts';
 
@@ -32,8 +31,4 @@ export function loadContainerKeys(dir: string): ChannelKeys {
       { cause: error },
     );
   }
-}
-
-export function credentialsOf(keys: ChannelKeys): ChannelCredentials {
-  return keys.credentials;
 }

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { encodeConfig } from '../../../../protocol/src/config/config.ts';
 import { describeError, isTetherError, TetherError } from '../../../../protocol/src/errors/errors.ts';
-import type { ChannelClient, ExitResult } from '../../channel/client.ts';
+import type { ChannelClient } from '../../channel/client.ts';
 import { connectVmChannel } from '../../vm/channel-connect.ts';
 import { exitFromRecords, fatalBootRecord } from '../../vm/console-status.ts';
 import { ConsoleWatcher } from '../../vm/console-watcher.ts';
@@ -732,11 +732,6 @@ export class ContainerManager {
     });
   }
 
-  /** Resolves when the container has stopped (for attach streams), at once if it is not running. */
-  stopped(container: Container): Promise<WaitResult> {
-    return this.wait(container.id, 'not-running');
-  }
-
   #settleWaiters(container: Container, conditions: WaitCondition[]): void {
     const list = this.#waiters.get(container.id) ?? [];
     const keep = list.filter((waiter) => {
@@ -986,5 +981,3 @@ async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | 'tim
     clearTimeout(timer);
   }
 }
-
-export type { ExitResult };

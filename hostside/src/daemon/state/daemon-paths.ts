@@ -21,11 +21,3 @@ export function defaultDaemonPaths(
   const runtime = env['XDG_RUNTIME_DIR'] || join(data, 'tether', 'run');
   return { root: join(data, 'tether'), socket: join(runtime, 'tether', 'tetherd.sock') };
 }
-
-export function containersDir(root: string): string {
-  return join(root, 'containers');
-}
-
-export function imagesDir(root: string): string {
-  return join(root, 'images');
-}
