@@ -43,9 +43,9 @@ bin/tetherd: node_modules/.package-lock.json $(TS_SOURCES)
 	$(ESBUILD) hostside/src/cli/tetherd.ts $(ESBUILD_FLAGS) --external:pino --external:ws --outfile=dist/tetherd.cjs
 	printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../dist/tetherd.cjs" "$$@"\n' > $@ && chmod +x $@
 
-bin/tether-exec: native/tether-exec.c
+bin/tether-exec: $(wildcard native/tether-exec/*.c native/tether-exec/*.h)
 	@mkdir -p bin
-	gcc -Os -static -Wall -Wextra -Werror -o $@ $< && strip $@
+	gcc -Os -static -Wall -Wextra -Werror -o $@ native/tether-exec/*.c && strip $@
 
 .PHONY: lint
 lint: node_modules/.package-lock.json ## typecheck, lint and format check
