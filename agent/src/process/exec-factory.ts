@@ -72,8 +72,10 @@ export class ExecFactory {
       params.env ?? [],
     );
     const cwd = params.cwd ?? this.defaults.cwd;
+    const isolation = this.#context.execIsolation?.();
     const session = new Session(
       {
+        ...(isolation ? { isolation } : {}),
         argv: params.argv,
         env,
         stdin: params.stdin,

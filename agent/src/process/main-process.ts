@@ -22,6 +22,8 @@ export interface MainProcessOptions {
   stopTimeoutMs: number;
   /** Docker's StdinOnce: the first attach client that ends its input closes the process's stdin. */
   stdinOnce?: boolean;
+  /** The kernel's OOM kills in the container so far, for Docker's State.OOMKilled on the exit record. */
+  oomKills?: () => number;
 }
 
 const RESTART_BACKOFF_MAX_MS = 10_000;
@@ -79,6 +81,7 @@ export class MainProcess extends EventEmitter<{ exit: [ExitStatus]; final: [Exit
       return;
     }
     this.#session = session;
+    const oomKillsBefore = this.#options.oomKills?.() ?? 0;
     status.report('process-started', 'ok', { pid: session.pid, detail: spec.argv.join(' ') });
     const append = (stream: typeof STREAM_STDOUT | typeof STREAM_STDERR) => (chunk: Buffer) => {
       if (!log.append(stream, chunk)) session.pauseOutput();
@@ -86,9 +89,11 @@ export class MainProcess extends EventEmitter<{ exit: [ExitStatus]; final: [Exit
     session.on('stdout', append(STREAM_STDOUT));
     session.on('stderr', append(STREAM_STDERR));
     session.on('exit', (exit) => {
+      const oomKilled = (this.#options.oomKills?.() ?? 0) > oomKillsBefore;
       status.report('process-exited', 'ok', {
         exitCode: exit.exitCode,
         ...(exit.signal ? { signal: exit.signal } : {}),
+        ...(oomKilled ? { oomKilled } : {}),
       });
       this.#ended(exit);
     });

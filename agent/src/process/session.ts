@@ -5,9 +5,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { constants } from 'node:os';
 import * as pty from 'node-pty';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { TerminalSize } from '../../../protocol/src/requests/requests.ts';
+import { FORWARD_SIGKILL, isRelayed, isolationArgs, type Isolation } from '../container/isolation.ts';
 import { exitStatusFrom, signalNumber, type ExitStatus } from './exit-status.ts';
 import type { ResolvedUser } from './users.ts';
 
@@ -20,11 +22,15 @@ export interface SessionSpec {
   tty?: TerminalSize;
   /** False closes stdin at once. */
   stdin: boolean;
+  /** Namespaces, cgroup and init (see container/isolation.ts); none means the helper just execs. */
+  isolation?: Isolation;
 }
 
 export interface SpawnContext {
   /** Path of tether-exec (in the VM: /proc/1/fd/N of a descriptor kept open across pivot_root). */
   helperPath: string;
+  /** Where exec sessions run: the container the main process made, at the moment of the request. */
+  execIsolation?: () => Isolation | undefined;
 }
 
 /** How long output may keep flowing after the process exits (a grandchild may hold stdout open). */
@@ -33,7 +39,7 @@ const OUTPUT_GRACE_MS = 2000;
 const END_OF_TRANSMISSION = '\x04';
 
 export function helperArgs(spec: SessionSpec): string[] {
-  const args: string[] = [];
+  const args: string[] = isolationArgs(spec.isolation, spec.tty !== undefined);
   if (spec.user) {
     args.push(
       '--groups',
@@ -87,15 +93,11 @@ function spawnFailed(helperPath: string, spec: SessionSpec, error: unknown): Tet
 
 type SessionEvents = { stdout: [Buffer]; stderr: [Buffer]; exit: [ExitStatus] };
 
-/**
- * Pids that node itself spawned and reaps (child_process, node-pty). PID 1's reaper must leave their zombies
- * alone, or their 'exit' events never fire (see agent/src/init/reaper.ts).
- */
-export const nodeOwnedPids = new Set<number>();
-
 export class Session extends EventEmitter<SessionEvents> {
+  /** The helper's pid: the process itself, or the relay that stands for it (see container/isolation.ts). */
   readonly pid: number;
   readonly tty: boolean;
+  readonly #relayed: boolean;
   #exit: ExitStatus | undefined;
   #child: ChildProcess | undefined;
   #terminal: pty.IPty | undefined;
@@ -104,6 +106,7 @@ export class Session extends EventEmitter<SessionEvents> {
   constructor(spec: SessionSpec, context: SpawnContext) {
     super();
     this.tty = spec.tty !== undefined;
+    this.#relayed = isRelayed(spec.isolation);
     this.#stdinOpen = spec.stdin;
     const args = helperArgs(spec);
     if (spec.tty) {
@@ -122,7 +125,6 @@ export class Session extends EventEmitter<SessionEvents> {
       }
       this.#terminal = terminal;
       this.pid = terminal.pid;
-      nodeOwnedPids.add(this.pid);
       this.#watchTerminal(terminal);
       if (!spec.stdin) terminal.write(END_OF_TRANSMISSION);
     } else {
@@ -152,7 +154,6 @@ export class Session extends EventEmitter<SessionEvents> {
         );
       }
       this.pid = child.pid;
-      nodeOwnedPids.add(this.pid);
       this.#child = child;
       this.#watchChild(child);
     }
@@ -197,7 +198,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (number === undefined) return false;
     if (this.#exit) return true;
     try {
-      process.kill(this.pid, number);
+      process.kill(this.pid, this.#relayed && number === constants.signals.SIGKILL ? FORWARD_SIGKILL : number);
     } catch {
       // Already gone: the exit event is on its way.
     }
@@ -207,9 +208,14 @@ export class Session extends EventEmitter<SessionEvents> {
   /**
    * Sends a signal to the session's whole process group: the helper starts a session of its own (setsid,
    * or the terminal's), so its pid is the group's id and every descendant that stayed in it is reached,
-   * even once the session's own process has ended.
+   * even once the session's own process has ended. A relayed session gets it through its relay, which
+   * passes it on to the process's group; what the container left behind dies with its PID namespace.
    */
   killGroup(signal: NodeJS.Signals): void {
+    if (this.#relayed) {
+      if (!this.#exit) this.kill(signal);
+      return;
+    }
     try {
       process.kill(-this.pid, signal);
     } catch {
@@ -247,7 +253,6 @@ export class Session extends EventEmitter<SessionEvents> {
   #finish(status: ExitStatus): void {
     if (this.#exit) return;
     this.#exit = status;
-    nodeOwnedPids.delete(this.pid);
     this.emit('exit', status);
   }
 
