@@ -348,27 +348,6 @@ static napi_value js_waitpid(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* peekExited() → null | {pid, exitCode} | {pid, signal}: one exited child, left unreaped (WNOWAIT). No children at
- * all (ECHILD) is null as well. */
-static napi_value js_peek_exited(napi_env env, napi_callback_info info) {
-  (void)info;
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  int rc;
-  do rc = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0) return errno == ECHILD ? null_value(env) : throw_errno(env, "waitid", errno);
-  if (si.si_pid == 0) return null_value(env);
-  napi_value obj;
-  napi_create_object(env, &obj);
-  set_int(env, obj, "pid", si.si_pid);
-  if (si.si_code == CLD_EXITED)
-    set_int(env, obj, "exitCode", si.si_status);
-  else
-    set_int(env, obj, "signal", si.si_status);
-  return obj;
-}
-
 static napi_value js_boot_time_ms(napi_env env, napi_callback_info info) {
   (void)info;
   struct timespec ts;
@@ -861,7 +840,6 @@ NAPI_MODULE_INIT() {
       {"finitModule", js_finit_module},
       {"setSubreaper", js_set_subreaper},
       {"waitpid", js_waitpid},
-      {"peekExited", js_peek_exited},
       {"bootTimeMs", js_boot_time_ms},
       {"setrlimit", js_setrlimit},
       {"getrlimit", js_getrlimit},

@@ -5,7 +5,7 @@
  *
  *   const sys = new FakeSys();
  *   sys.failNext('mount', 'EINVAL');           // the next mount throws SyscallError EINVAL
- *   sys.exited.push({ pid: 42, exitCode: 0 });  // what peekExited/waitpid(-1) report
+ *   sys.exited.push({ pid: 42, exitCode: 0 });  // what waitpid(-1) reports
  *   bootVm(sys); assert.deepEqual(sys.callNames(), ['mount', 'mount', ...]);
  *   sys.emit(fd, SYS.POLLIN);                   // what an open watch(fd) hears next, as the event loop would
  */
@@ -13,7 +13,6 @@ import { constants } from 'node:os';
 import {
   createSys,
   SYS,
-  type ExitedChild,
   type FdWatch,
   type ModuleLoad,
   type NetInterface,
@@ -36,6 +35,13 @@ export interface FakeMount {
   fstype: string | null;
   flags: number;
   data: string | null;
+}
+
+/** A child that has exited, as a scripted waitpid reports it. */
+export interface ExitedChild {
+  pid: number;
+  exitCode?: number;
+  signal?: number;
 }
 
 const errnoNumbers = constants.errno as Record<string, number>;
@@ -63,7 +69,6 @@ const SYSCALL_OF: Record<SysCallName, string> = {
   finitModule: 'finit_module',
   setSubreaper: 'prctl',
   waitpid: 'waitpid',
-  peekExited: 'waitid',
   bootTimeMs: 'clock_gettime',
   setrlimit: 'setrlimit',
   getrlimit: 'getrlimit',
@@ -107,7 +112,7 @@ export class FakeSys implements Sys {
     },
   ];
   readonly routes: { gateway: string; ifname?: string }[] = [];
-  /** Exited children, oldest first: peekExited shows the head, waitpid(pid or -1) reaps it. */
+  /** Exited children, oldest first: waitpid(pid or -1) reaps them. */
   readonly exited: ExitedChild[] = [];
   /** poll results in order; when empty, poll resolves to `defaultRevents`. */
   readonly pollResults: number[] = [];
@@ -176,9 +181,6 @@ export class FakeSys implements Sys {
   }
   waitpid(pid: number, options?: number): WaitResult | null {
     return this.facade.waitpid(pid, options);
-  }
-  peekExited(): ExitedChild | null {
-    return this.facade.peekExited();
   }
   bootTimeMs(): number {
     return this.facade.bootTimeMs();
@@ -283,11 +285,6 @@ export class FakeSys implements Sys {
         }
         const [child] = this.exited.splice(at, 1);
         return child === undefined ? null : { ...child };
-      },
-      peekExited: () => {
-        this.enter('peekExited', []);
-        const head = this.exited[0];
-        return head === undefined ? null : { ...head };
       },
       bootTimeMs: () => {
         this.enter('bootTimeMs', []);

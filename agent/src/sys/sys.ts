@@ -2,12 +2,6 @@
  * The agent's system calls, typed: a facade over `native/sys.c` (see loadNative) whose errors name their
  * arguments, e.g. `mount /dev/vdb onto /newroot (ext4): EINVAL (Invalid argument)`. Boot code takes a `Sys`, so
  * unit tests pass the recording fake in test/helpers/fake-sys.ts instead.
- *
- * Child reaping as PID 1: node's child_process and node-pty reap their own children, and a reaper that takes
- * their zombie first makes their 'exit' never fire (or report 0). So: `peekExited()` looks at one exited child
- * without reaping it; the caller reaps it with `waitpid(pid, WNOHANG)` only if node does not own that pid.
- * The peek shows the same zombie until someone reaps it, so an owned zombie hides others for as long as node
- * takes to reap it (one event-loop turn); callers re-check on SIGCHLD and on a timer.
  */
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import { loadNative } from './native.ts';
@@ -103,12 +97,6 @@ export interface WaitResult {
   continued?: boolean;
 }
 
-export interface ExitedChild {
-  pid: number;
-  exitCode?: number;
-  signal?: number;
-}
-
 export interface NetInterface {
   name: string;
   index: number;
@@ -158,8 +146,6 @@ export interface Sys {
   setSubreaper(): void;
   /** waitpid(2); null when nothing changed under WNOHANG. Throws ECHILD when there is no such child. */
   waitpid(pid: number, options?: number): WaitResult | null;
-  /** One exited child, not reaped (waitid P_ALL, WEXITED|WNOHANG|WNOWAIT); null if none (or no children). */
-  peekExited(): ExitedChild | null;
   /** CLOCK_BOOTTIME in milliseconds: time since the kernel started, including suspend. */
   bootTimeMs(): number;
   /** Infinity (or a negative number) is RLIM_INFINITY. */
@@ -226,7 +212,6 @@ export interface SysAddon {
   finitModule(path: string, params: string): number;
   setSubreaper(): void;
   waitpid(pid: number, options: number): WaitResult | null;
-  peekExited(): ExitedChild | null;
   bootTimeMs(): number;
   setrlimit(resource: number, soft: number, hard: number): void;
   getrlimit(resource: number): RLimit;
@@ -394,11 +379,6 @@ export function createSys(addon: SysAddon): Sys {
       call(
         () => `waitpid pid ${pid}${options ? ` (${flagNames(options, WAIT_FLAGS)})` : ''}`,
         () => addon.waitpid(pid, options),
-      ),
-    peekExited: () =>
-      call(
-        () => 'waitid P_ALL (WEXITED|WNOHANG|WNOWAIT)',
-        () => addon.peekExited(),
       ),
     bootTimeMs: () =>
       call(

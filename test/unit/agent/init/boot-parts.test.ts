@@ -15,7 +15,6 @@ import {
   resolvConf,
 } from '../../../../agent/src/init/network.ts';
 import { hasPowerPress, powerButtonEvent } from '../../../../agent/src/init/power-button.ts';
-import { Reaper } from '../../../../agent/src/init/reaper.ts';
 import { virtioPorts } from '../../../../agent/src/init/ports/virtio-ports.ts';
 import { FakeSys } from '../../../helpers/fake-sys.ts';
 
@@ -245,26 +244,5 @@ describe('power button', () => {
     assert.equal(hasPowerPress(Buffer.concat([event(0, 0, 0), event(1, 116, 1)])), true);
     assert.equal(hasPowerPress(event(1, 116, 0)), false); // release only
     assert.equal(hasPowerPress(event(1, 30, 1)), false);
-  });
-});
-
-describe('reaper', () => {
-  it('reaps orphans but leaves the zombies node owns for node to reap', () => {
-    const sys = new FakeSys();
-    sys.exited.push({ pid: 300, exitCode: 0 }, { pid: 301, signal: 9 });
-    const reaped: number[] = [];
-    const reaper = new Reaper(sys, new Set([999]), (pid) => reaped.push(pid));
-    reaper.sweep();
-    assert.deepEqual(reaped, [300, 301]);
-    assert.equal(sys.exited.length, 0);
-
-    sys.exited.push({ pid: 999, exitCode: 0 }, { pid: 302, exitCode: 0 });
-    reaper.sweep();
-    assert.deepEqual(reaped, [300, 301], 'an owned zombie at the head is not taken');
-    assert.equal(sys.exited[0]?.pid, 999);
-    sys.exited.shift(); // node reaps its own child
-    reaper.sweep();
-    assert.deepEqual(reaped, [300, 301, 302]);
-    assert.equal(reaper.reaped, 3);
   });
 });
