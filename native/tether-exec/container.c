@@ -38,9 +38,12 @@ static const char *const MASKED_PATHS[] = {
     "/proc/keys",         "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
     "/proc/sched_debug",  "/proc/scsi",        "/sys/firmware",    "/sys/devices/virtual/powercap",
 };
+/* /proc/sys last: its read-only mount is the sign, for exec sessions, that the container's view is complete. */
 static const char *const READONLY_PATHS[] = {
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger", "/proc/sys",
 };
+#define READY_MOUNT_POINT "/proc/sys"
+#define READY_WAIT_MS 10000
 static const char *const DEVICES[] = {"null", "zero", "full", "random", "urandom", "tty"};
 #define DEVICE_COUNT (sizeof DEVICES / sizeof DEVICES[0])
 
@@ -87,7 +90,36 @@ static const struct {
 #define JOINED_COUNT (sizeof JOINED / sizeof JOINED[0])
 static int joined_fds[JOINED_COUNT];
 
+/* Whether the mount namespace of `pid` shows the container's view whole (its last mount is in place). */
+static bool container_view_ready(long pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/mountinfo", pid);
+  FILE *mountinfo = fopen(path, "re");
+  if (mountinfo == NULL) die(EXIT_CANNOT_RUN, "the container is not running (%s: %s)", path, strerror(errno));
+  char line[4096];
+  bool ready = false;
+  while (!ready && fgets(line, sizeof line, mountinfo)) {
+    char point[1024], options[512];
+    if (sscanf(line, "%*d %*d %*s %*s %1023s %511s", point, options) != 2) continue;
+    ready = strcmp(point, READY_MOUNT_POINT) == 0 && strncmp(options, "ro", 2) == 0;
+  }
+  fclose(mountinfo);
+  return ready;
+}
+
+/*
+ * An exec that arrives while the main process is still making the container must not join the agent's
+ * own namespaces or a half-built view: it waits for the view to be whole.
+ */
+static void wait_for_container(long pid) {
+  for (int waited = 0; !container_view_ready(pid); waited += 10) {
+    if (waited >= READY_WAIT_MS) die(EXIT_CANNOT_RUN, "the container did not finish starting within %d s", READY_WAIT_MS / 1000);
+    usleep(10 * 1000);
+  }
+}
+
 void join_container_before_fork(const struct options *options, int *cgroup_procs_fd) {
+  wait_for_container(options->join_pid);
   char path[64];
   for (size_t i = 0; i < JOINED_COUNT; i++) {
     snprintf(path, sizeof path, "/proc/%ld/ns/%s", options->join_pid, JOINED[i].name);
