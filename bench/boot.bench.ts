@@ -22,7 +22,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import ssh2 from 'ssh2';
-import { decodeStatusConsoleLine, type StatusRecord } from '../protocol/src/status/status.ts';
+import { randomBytes } from 'node:crypto';
+import { StatusLineVerifier } from '../protocol/src/status/console-line.ts';
+import type { StatusRecord } from '../protocol/src/status/status.ts';
 import { describeMachine, median, printTable, REPO } from './lib/harness.ts';
 
 const IMAGE = join(REPO, 'build/image');
@@ -34,6 +36,8 @@ const READY = 'TETHER-BENCH-READY';
 /** The container's process, the same in both: report readiness, guest uptime and PID 1's memory. */
 const PROCESS = `echo ${READY} $(cut -d' ' -f1 /proc/uptime) > /dev/console; grep -E 'VmRSS|VmHWM' /proc/1/status > /dev/console`;
 const BASELINE_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'];
+/** The agent signs its console status lines with the config's key, as under tetherd (the cost is measured). */
+const STATUS_KEY = randomBytes(32);
 
 interface BootResult {
   hostMs: number;
@@ -86,12 +90,13 @@ function boot(args: string[]): Promise<BootResult> {
     const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const result: Partial<BootResult> = { records: [] };
     const lines: string[] = [];
+    const verifier = new StatusLineVerifier(STATUS_KEY);
     const timer = setTimeout(() => qemu.kill('SIGKILL'), BOOT_TIMEOUT_MS);
     createInterface({ input: qemu.stdout }).on('line', (raw) => {
       const line = raw.replace(/\r$/, '');
       lines.push(line);
-      const record = decodeStatusConsoleLine(line);
-      if (record) result.records!.push(record);
+      const verdict = verifier.check(line);
+      if (verdict.kind === 'believed') result.records!.push(verdict.record);
       const ready = line.match(new RegExp(`${READY} ([\\d.]+)`));
       if (ready) {
         result.hostMs = performance.now() - started;
@@ -127,7 +132,11 @@ function agentArgs(dir: string): string[] {
       id: 'bench',
       process: { argv: ['/bin/sh', '-c', PROCESS] },
       storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
-      channel: { hostKey: host.private, authorizedKeys: [client.public] },
+      channel: {
+        hostKey: host.private,
+        authorizedKeys: [client.public],
+        statusKey: STATUS_KEY.toString('base64'),
+      },
       powerOffOnExit: true,
     }),
   );

@@ -14,11 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { decodeConfig, type AgentConfig } from '../../protocol/src/config/config.ts';
 import { describeError, TetherError } from '../../protocol/src/errors/errors.ts';
-import {
-  encodeStatusConsoleLine,
-  formatStatusRecord,
-  type StatusRecord,
-} from '../../protocol/src/status/status.ts';
+import { formatStatusRecord, type StatusRecord } from '../../protocol/src/status/status.ts';
 import { ensureStateKeys } from './channel/keys.ts';
 import { ChannelServer } from './channel/server.ts';
 import { listenUnix } from './channel/unix-listener.ts';
@@ -28,6 +24,7 @@ import { ExecFactory } from './process/exec-factory.ts';
 import { LogFile } from './process/log-file.ts';
 import { MainProcess } from './process/main-process.ts';
 import { OutputLog } from './process/output-log.ts';
+import { ConsoleStatusLines } from './status/console-lines.ts';
 import { StatusReporter } from './status/reporter.ts';
 
 export const DEV_USAGE = `usage: tether --dev --socket PATH --state DIR [--config FILE] [--buffer-bytes N]
@@ -85,23 +82,21 @@ export async function runDev(argv: string[]): Promise<void> {
 
   const started = performance.now();
   const logger = (message: string): void => void process.stderr.write(`tether: ${message}\n`);
+  // Read before the first record: the console lines are signed with its status key from the start.
+  const given = values.config ? decodeConfig(readFileSync(values.config), values.config) : undefined;
   const sinks = [(record: StatusRecord) => logger(formatStatusRecord(record))];
   const consoleFile = values['console-file'];
   if (consoleFile) {
     const fd = openSync(consoleFile, 'a', 0o600);
+    const lines = ConsoleStatusLines.withKey(given?.channel?.statusKey);
     // The same two lines a VM's console shows for each record: the host's ConsoleWatcher reads either.
-    sinks.push((record) =>
-      writeSync(fd, `tether: ${formatStatusRecord(record)}\n${encodeStatusConsoleLine(record)}`),
-    );
+    sinks.push((record) => writeSync(fd, `tether: ${formatStatusRecord(record)}\n${lines.linesFor(record)}`));
   }
   const status = new StatusReporter(() => performance.now() - started, sinks);
   status.report('agent', 'ok', { pid: process.pid, detail: 'dev mode' });
 
-  let config: AgentConfig = { version: 1, id: 'dev' };
-  if (values.config) {
-    config = decodeConfig(readFileSync(values.config), values.config);
-    status.report('config', 'ok', { detail: values.config });
-  }
+  let config: AgentConfig = given ?? { version: 1, id: 'dev' };
+  if (values.config) status.report('config', 'ok', { detail: values.config });
   if (command.length > 0) config = { ...config, process: { ...config.process, argv: command } };
 
   const keys = ensureStateKeys(values.state);

@@ -4,12 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from '../../protocol/src/config/config.ts';
-import { decodeStatusConsoleLine, type StatusRecord } from '../../protocol/src/status/status.ts';
+import { decodeStatusKey } from '../../protocol/src/status/console-line.ts';
+import type { StatusRecord } from '../../protocol/src/status/status.ts';
 import type { ChannelClient } from '../../hostside/src/channel/client.ts';
 import { connectVmChannel } from '../../hostside/src/vm/channel-connect.ts';
 import { generateChannelKeys } from '../../hostside/src/vm/channel-keys.ts';
+import { statusRecordsIn } from '../../hostside/src/vm/console-status.ts';
 import type { Vm } from '../../hostside/src/vm/driver.ts';
 import { QemuDriver } from '../../hostside/src/vm/qemu/qemu-driver.ts';
+import { generateStatusKey } from '../../hostside/src/vm/status-key.ts';
 import { REPO, hasCommand } from './prerequisites.ts';
 
 export const IMAGE_DIR = join(REPO, 'build/image');
@@ -32,6 +35,7 @@ export interface TestVm {
   /** Connects (waiting for the agent to come up). */
   connect(): Promise<ChannelClient>;
   consoleText(): string;
+  /** The records the host believes: signed with the config's status key (unsigned ones if it has none). */
   statusRecords(): StatusRecord[];
   /** Polls the console until a record matches; fails with the console's tail after `timeoutMs`. */
   waitForRecord(match: (record: StatusRecord) => boolean, timeoutMs?: number): Promise<StatusRecord>;
@@ -52,7 +56,11 @@ export async function bootTestVm(config: Partial<AgentConfig> | Buffer): Promise
         hostname: 'e2e',
         storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
         network: driver.guestNetwork(),
-        channel: { hostKey: keys.agentHostKey, authorizedKeys: [keys.clientPublicKey] },
+        channel: {
+          hostKey: keys.agentHostKey,
+          authorizedKeys: [keys.clientPublicKey],
+          statusKey: generateStatusKey(),
+        },
         powerOffOnExit: true,
         ...config,
       };
@@ -72,11 +80,9 @@ export async function bootTestVm(config: Partial<AgentConfig> | Buffer): Promise
       return '';
     }
   };
+  const statusKey = full.channel?.statusKey;
   const statusRecords = (): StatusRecord[] =>
-    consoleText()
-      .split('\n')
-      .map((line) => decodeStatusConsoleLine(line))
-      .filter((record): record is StatusRecord => record !== undefined);
+    statusRecordsIn(consoleText(), statusKey === undefined ? undefined : decodeStatusKey(statusKey));
   const clients: ChannelClient[] = [];
   return {
     vm,

@@ -10,6 +10,8 @@ import { encodeLogFrame, STREAM_STDERR, STREAM_STDOUT } from '../../protocol/src
 import { connectVmChannel } from '../../hostside/src/vm/channel-connect.ts';
 import { generateChannelKeys } from '../../hostside/src/vm/channel-keys.ts';
 import { ConsoleWatcher } from '../../hostside/src/vm/console-watcher.ts';
+import { generateStatusKey } from '../../hostside/src/vm/status-key.ts';
+import { decodeStatusKey } from '../../protocol/src/status/console-line.ts';
 import { DevDriver } from '../../hostside/src/vm/dev/dev-driver.ts';
 import type { Vm, VmSpec } from '../../hostside/src/vm/driver.ts';
 import { decodeLogBytes } from '../../hostside/src/vm/log-file.ts';
@@ -17,8 +19,17 @@ import { collect } from '../helpers/dev-agent.ts';
 
 const dirs: string[] = [];
 const vms: Vm[] = [];
+/** Every VM here signs its console lines with this key, as one tetherd starts would (a key per boot). */
+const STATUS_KEY = generateStatusKey();
 
-function spec(id: string, config: object): VmSpec {
+/** This run's records as the host believes them (signed with STATUS_KEY), read to the file's end. */
+function consoleRecords(vm: Vm): ConsoleWatcher {
+  const watcher = new ConsoleWatcher(vm.consoleLogPath, { statusKey: decodeStatusKey(STATUS_KEY) });
+  watcher.stop();
+  return watcher;
+}
+
+function spec(id: string, config: { channel?: object; [field: string]: unknown }): VmSpec {
   const stateDir = mkdtempSync(join(tmpdir(), 'tether-devdrv-'));
   dirs.push(stateDir);
   return {
@@ -29,7 +40,9 @@ function spec(id: string, config: object): VmSpec {
     initramfs: '/nonexistent/initramfs',
     runtimeDisk: '/nonexistent/runtime.img',
     rootDisk: '/nonexistent/root.img',
-    config: Buffer.from(JSON.stringify({ version: 1, id, ...config })),
+    config: Buffer.from(
+      JSON.stringify({ version: 1, id, ...config, channel: { ...config.channel, statusKey: STATUS_KEY } }),
+    ),
   };
 }
 
@@ -72,8 +85,7 @@ describe('DevDriver', () => {
     assert.equal(stdoutOf(bytes), 'line 1\nline 2\nline 3\n');
     assert.equal(stdoutOf(bytes, STREAM_STDERR), 'oops\n');
 
-    const watcher = new ConsoleWatcher(vm.consoleLogPath);
-    watcher.stop();
+    const watcher = consoleRecords(vm);
     const exited = watcher.records.find((seen) => seen.record.stage === 'process-exited');
     assert.equal(exited?.record.exitCode, 3);
     assert.equal(watcher.records.at(-1)?.record.stage, 'shutdown');
@@ -114,8 +126,7 @@ describe('DevDriver', () => {
     vms.push(vm);
     let mainPid: number | undefined;
     for (let i = 0; i < 200 && mainPid === undefined; i++) {
-      const watcher = new ConsoleWatcher(vm.consoleLogPath);
-      watcher.stop();
+      const watcher = consoleRecords(vm);
       mainPid = watcher.records.find((seen) => seen.record.stage === 'process-started')?.record.pid;
       await sleep(25);
     }

@@ -11,7 +11,10 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeLogBytes } from '../../hostside/src/vm/log-file.ts';
 import { statusRecordsIn } from '../../hostside/src/vm/console-status.ts';
+import { generateStatusKey } from '../../hostside/src/vm/status-key.ts';
+import { decodeStatusKey } from '../../protocol/src/status/console-line.ts';
 import { STREAM_STDERR, STREAM_STDOUT } from '../../protocol/src/logs/log-frame.ts';
+import type { StatusRecord } from '../../protocol/src/status/status.ts';
 import { REPO } from '../helpers/prerequisites.ts';
 
 interface Agent {
@@ -23,11 +26,21 @@ interface Agent {
 }
 
 const dirs: string[] = [];
+/** The config's channel.statusKey: the agent signs its console lines with it. */
+const STATUS_KEY = generateStatusKey();
+
+/** The records of a console file that the host believes. */
+function consoleRecords(agent: Agent): StatusRecord[] {
+  return statusRecordsIn(readFileSync(agent.consoleFile, 'utf8'), decodeStatusKey(STATUS_KEY));
+}
 
 async function startAgent(config: object): Promise<Agent> {
   const dir = mkdtempSync(join(tmpdir(), 'tether-devvm-'));
   dirs.push(dir);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ version: 1, id: 'devvm', ...config }));
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({ version: 1, id: 'devvm', channel: { statusKey: STATUS_KEY }, ...config }),
+  );
   const logFile = join(dir, 'container.log');
   const consoleFile = join(dir, 'console.log');
   const socket = join(dir, 'channel.sock');
@@ -79,7 +92,7 @@ describe('tether --dev as a stand-in VM', () => {
     assert.equal(text(bytes), 'one\nthree\n');
     assert.equal(text(bytes, STREAM_STDERR), 'two\n');
     assert.ok(frames.every((frame) => frame.timestampMs > Date.now() - 60_000));
-    const records = statusRecordsIn(readFileSync(agent.consoleFile, 'utf8'));
+    const records = consoleRecords(agent);
     assert.deepEqual(
       records.map((record) => record.stage),
       ['agent', 'config', 'channel', 'process-started', 'process-exited', 'shutdown'],
@@ -105,7 +118,7 @@ describe('tether --dev as a stand-in VM', () => {
     agent.child.kill('SIGTERM');
     assert.deepEqual(await agent.exited, { code: 0, signal: null });
     assert.equal(text(readFileSync(agent.logFile)), 'up\nbye\n');
-    const shutdown = statusRecordsIn(readFileSync(agent.consoleFile, 'utf8')).at(-1);
+    const shutdown = consoleRecords(agent).at(-1);
     assert.equal(shutdown?.stage, 'shutdown');
     assert.equal(shutdown?.exitCode, 7);
   });

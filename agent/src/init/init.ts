@@ -11,17 +11,14 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from '../../../protocol/src/config/config.ts';
 import { describeError } from '../../../protocol/src/errors/errors.ts';
-import {
-  encodeStatusConsoleLine,
-  formatStatusRecord,
-  type StatusRecord,
-} from '../../../protocol/src/status/status.ts';
+import { formatStatusRecord, type StatusRecord } from '../../../protocol/src/status/status.ts';
 import { ChannelServer } from '../channel/server.ts';
 import { mainSessionSpec, stopPolicy } from '../config/process-spec.ts';
 import { ExecFactory } from '../process/exec-factory.ts';
 import { MainProcess } from '../process/main-process.ts';
 import { OutputLog } from '../process/output-log.ts';
 import { nodeOwnedPids } from '../process/session.ts';
+import { ConsoleStatusLines } from '../status/console-lines.ts';
 import { StatusReporter } from '../status/reporter.ts';
 import { realSys, SYS, type Sys } from '../sys/sys.ts';
 import { findConfig } from './config-source.ts';
@@ -73,11 +70,13 @@ export class Init {
 
   constructor(sys: Sys) {
     this.#sys = sys;
+    // Signed with the config's status key, so the host believes no line a container prints.
+    const consoleLines = ConsoleStatusLines.untilConfig(() => this.#config?.channel?.statusKey);
     this.#status = new StatusReporter(
       () => sys.bootTimeMs(),
       [
         (record: StatusRecord) =>
-          writeConsole(`tether: ${formatStatusRecord(record)}\n${encodeStatusConsoleLine(record)}`),
+          writeConsole(`tether: ${formatStatusRecord(record)}\n${consoleLines.linesFor(record)}`),
       ],
     );
   }

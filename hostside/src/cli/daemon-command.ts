@@ -95,13 +95,25 @@ export async function runHealthCommand(argv: string[]): Promise<number> {
   const health = (await getJson(
     daemonSocket(values.socket),
     `${TETHER_API_PREFIX}/containers/${encodeURIComponent(name)}/health`,
-  )) as VmSummary & { timeline: TimelineEntry[]; error: string; exitCode: number };
+  )) as VmSummary & {
+    timeline: TimelineEntry[];
+    error: string;
+    exitCode: number;
+    // Absent from an older tetherd's answer.
+    oomKilled?: boolean;
+    droppedStatusLines?: number;
+  };
   process.stdout.write(
     `${health.name} (${health.id.slice(0, 12)}): ${health.status}, boot ${health.boot}, channel ${health.channel}` +
       (health.status === 'exited' ? `, exit code ${health.exitCode}` : '') +
+      (health.oomKilled ? ', OOM-killed' : '') +
       '\n',
   );
   if (health.error) process.stdout.write(`error: ${health.error}\n`);
+  if (health.droppedStatusLines)
+    process.stdout.write(
+      `${health.droppedStatusLines} console status line(s) left out: not signed with this boot's key (forged, replayed or cut short)\n`,
+    );
   process.stdout.write(
     health.timeline.length ? formatTimeline(health.timeline) : 'no boot recorded by this tetherd\n',
   );

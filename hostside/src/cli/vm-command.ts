@@ -253,6 +253,10 @@ async function vmRun(args: VmRunArgs): Promise<number> {
         return started.result;
       },
     );
+    if (result.oomKilled)
+      process.stderr.write(
+        'tetherctl: the kernel OOM-killed a process of the container; --memory gives the VM more\n',
+      );
     return result.exitCode;
   } finally {
     if (args.interactive) {
@@ -263,7 +267,13 @@ async function vmRun(args: VmRunArgs): Promise<number> {
     stdout.off('error', ignore);
     process.stderr.off('error', ignore);
     if (run) {
-      if (args.timeline) process.stderr.write(formatTimeline(run.timeline()));
+      if (args.timeline) {
+        process.stderr.write(formatTimeline(run.timeline()));
+        if (run.droppedStatusLines > 0)
+          process.stderr.write(
+            `${run.droppedStatusLines} console status line(s) left out: not signed with this boot's key (forged, replayed or cut short)\n`,
+          );
+      }
       // Whatever happened, no VM outlives `vm run`.
       await run.kill().catch(() => undefined);
       run.vm.release();

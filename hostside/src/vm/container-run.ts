@@ -10,16 +10,17 @@ import { encodeConfig } from '../../../protocol/src/config/config.ts';
 import { describeError, TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { LogFrame } from '../../../protocol/src/logs/log-frame.ts';
 import type { TerminalSize } from '../../../protocol/src/requests/requests.ts';
-import { CONSOLE_STATUS_PREFIX } from '../../../protocol/src/status/status.ts';
+import { CONSOLE_STATUS_PREFIX, decodeStatusKey } from '../../../protocol/src/status/console-line.ts';
 import { connectVmChannel } from './channel-connect.ts';
 import { generateChannelKeys, saveClientKeys } from './channel-keys.ts';
-import { exitFromRecords, fatalBootRecord } from './console-status.ts';
+import { exitFromRecords, fatalBootRecord, oomKilledIn } from './console-status.ts';
 import { ConsoleWatcher, type SeenRecord } from './console-watcher.ts';
 import type { Vm, VmDriver, VmExit } from './driver.ts';
 import { readLogFile } from './log-file.ts';
 import type { BootImagePaths } from './paths.ts';
 import { ResumableAttach } from './resumable-attach.ts';
 import { buildRunConfig, newContainerId } from './run-config.ts';
+import { generateStatusKey, saveStatusKey } from './status-key.ts';
 import type { TimelineEntry } from './timeline.ts';
 
 /** Under TCG the agent answers within seconds; this is for a loaded CI machine. */
@@ -55,6 +56,8 @@ export interface RunResult {
   signal?: string;
   /** Where the exit code came from: the attach's exit status, or the console's status records. */
   source: 'attach' | 'console';
+  /** The kernel's OOM killer ended a process of the container (as the boot's status records tell). */
+  oomKilled: boolean;
   vmExit: VmExit;
 }
 
@@ -83,6 +86,8 @@ export class ContainerRun {
   readonly #abort = new AbortController();
   #fatal: TetherError | undefined;
   #processStarted = false;
+  /** Console status lines not believed (not signed with this boot's key): forged, replayed, cut short. */
+  #droppedLines = 0;
 
   private constructor(
     options: ContainerRunOptions,
@@ -90,13 +95,18 @@ export class ContainerRun {
     vm: Vm,
     t0: number,
     credentials: ReturnType<typeof generateChannelKeys>['credentials'],
+    statusKey: Buffer,
   ) {
     this.#options = options;
     this.id = id;
     this.vm = vm;
     this.#t0 = t0;
     this.#host(`VM running (${options.driver.name})`);
-    this.#console = new ConsoleWatcher(vm.consoleLogPath, (seen) => this.#onRecord(seen));
+    this.#console = new ConsoleWatcher(vm.consoleLogPath, {
+      statusKey,
+      onRecord: (seen) => this.#onRecord(seen),
+      onDropped: () => void this.#droppedLines++,
+    });
     void vm.wait().then((exit) => {
       this.#host(`VM ended (${exit.reason})`);
       this.#abort.abort(
@@ -139,6 +149,7 @@ export class ContainerRun {
   static async start(options: ContainerRunOptions): Promise<ContainerRun> {
     const id = newContainerId();
     const keys = generateChannelKeys(id);
+    const statusKey = generateStatusKey();
     const config = buildRunConfig({
       id,
       argv: options.argv,
@@ -150,8 +161,10 @@ export class ContainerRun {
       network: options.driver.guestNetwork(),
       agentHostKey: keys.agentHostKey,
       clientPublicKey: keys.clientPublicKey,
+      statusKey,
     });
     saveClientKeys(options.stateDir, keys);
+    saveStatusKey(options.stateDir, statusKey);
     const t0 = performance.now();
     const vm = await options.driver.start({
       id,
@@ -161,11 +174,16 @@ export class ContainerRun {
       config: encodeConfig(config),
       ...(options.memoryMiB !== undefined ? { memoryMiB: options.memoryMiB } : {}),
     });
-    return new ContainerRun(options, id, vm, t0, keys.credentials);
+    return new ContainerRun(options, id, vm, t0, keys.credentials, decodeStatusKey(statusKey));
   }
 
   timeline(): TimelineEntry[] {
     return [...this.#timeline];
+  }
+
+  /** Console status lines seen so far that the host did not believe (none unless something forged them). */
+  get droppedStatusLines(): number {
+    return this.#droppedLines;
   }
 
   writeStdin(chunk: Buffer): void {
@@ -237,7 +255,8 @@ export class ContainerRun {
       if (attached) {
         this.#host(`exit status ${attached.exitCode}${attached.signal ? ` (${attached.signal})` : ''}`);
         const vmExit = await this.#waitPowerOff();
-        return { ...attached, source: 'attach', vmExit };
+        this.#console.stop(); // the last lines (an oom record) are read before the verdict
+        return { ...attached, source: 'attach', oomKilled: this.#oomKilled(), vmExit };
       }
       if (this.#fatal) throw this.#fatal;
       // No exit status over the channel: the VM has ended, or the channel refused us while the process
@@ -248,7 +267,14 @@ export class ContainerRun {
       for (const frame of readLogFile(this.vm.logPortPath, this.#attach.offset ?? 0))
         this.#options.onFrame(frame);
       const recorded = exitFromRecords(this.#console.records.map((seen) => seen.record));
-      if (recorded) return { ...recorded, source: 'console', vmExit };
+      if (recorded)
+        return {
+          exitCode: recorded.exitCode,
+          ...(recorded.signal ? { signal: recorded.signal } : {}),
+          source: 'console',
+          oomKilled: recorded.oomKilled === true,
+          vmExit,
+        };
       throw new TetherError(
         this.#processStarted ? 'TETHER_VM_FAILED' : 'TETHER_BOOT_FAILED',
         `the VM ended (${vmExit.reason}${vmExit.exitCode !== undefined ? `, QEMU status ${vmExit.exitCode}` : ''}) ` +
@@ -264,6 +290,10 @@ export class ContainerRun {
       this.#console.stop();
       this.#attach.close();
     }
+  }
+
+  #oomKilled(): boolean {
+    return oomKilledIn(this.#console.records.map((seen) => seen.record));
   }
 
   async #waitPowerOff(): Promise<VmExit> {

@@ -1,6 +1,7 @@
 /**
  * The agent config for a `vm run`: the command and its environment as Docker would set them up, the root
- * disk by serial, the driver's network, the channel keys, and power-off when the command ends.
+ * disk by serial, the driver's network, the channel keys and the boot's status key, and power-off when
+ * the command ends.
  */
 import { randomBytes } from 'node:crypto';
 import { CONFIG_VERSION, validateConfig, type AgentConfig } from '../../../protocol/src/config/config.ts';
@@ -27,6 +28,8 @@ export interface RunConfigInput {
   network: NonNullable<AgentConfig['network']>;
   agentHostKey: string;
   clientPublicKey: string;
+  /** The boot's status key (status-key.ts), base64: the agent signs its console status lines with it. */
+  statusKey: string;
 }
 
 /** A Docker-style container id: 64 hex digits. */
@@ -72,7 +75,11 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
     },
     storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
     network: input.network,
-    channel: { hostKey: input.agentHostKey, authorizedKeys: [input.clientPublicKey] },
+    channel: {
+      hostKey: input.agentHostKey,
+      authorizedKeys: [input.clientPublicKey],
+      statusKey: input.statusKey,
+    },
     powerOffOnExit: true,
   };
   return validateConfig(config, 'the vm run config');

@@ -102,6 +102,13 @@ export const configSchema = object({
       authorizedKeys: optional(
         arrayOf(string({ pattern: /^(ssh-|ecdsa-)\S+ \S+/, patternName: 'an OpenSSH public key line' })),
       ),
+      // Signs the status lines on the console (protocol/src/status/console-line.ts): 32 bytes, base64.
+      statusKey: optional(
+        string({
+          pattern: /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/,
+          patternName: 'base64 of 32 random bytes',
+        }),
+      ),
     }),
   ),
   modules: optional(arrayOf(identifier)),

@@ -1,7 +1,8 @@
 /**
- * Boot health: one record per boot stage, plus the main process's start and exit. Records are msgpack
- * inside a length-prefixed frame on the channel, and also one line each on the console
- * (`@tether-status <base64 frame>`), which works even when the channel never comes up.
+ * Boot health: one record per boot stage, plus the main process's start and exit, and the kernel's OOM
+ * kills in the container. Records are msgpack inside a length-prefixed frame on the channel, and also one
+ * line each on the console, which works even when the channel never comes up (the line's form and its
+ * authentication are in console-line.ts).
  */
 import { pack, unpack } from 'msgpackr';
 import { TetherError } from '../errors/errors.ts';
@@ -14,8 +15,12 @@ export const BOOT_STAGES = [
   'config',
   'storage',
   'network',
+  /** The container's namespaces, cgroup and limits (native/tether-exec, agent/src/container). */
+  'isolation',
   'channel',
   'process-started',
+  /** The kernel's OOM killer ended a process of the container (detail, and pid when known). */
+  'oom',
   'process-exited',
   'shutdown',
 ] as const;
@@ -32,10 +37,18 @@ export interface StatusRecord {
   pid?: number;
   exitCode?: number;
   signal?: string;
+  /** On process-exited: the kernel's OOM killer ended the main process (Docker's State.OOMKilled). */
+  oomKilled?: boolean;
 }
 
 const OUTCOMES: readonly string[] = ['ok', 'failed', 'skipped'];
-const OPTIONAL_FIELDS = { detail: 'string', pid: 'number', exitCode: 'number', signal: 'string' } as const;
+const OPTIONAL_FIELDS = {
+  detail: 'string',
+  pid: 'number',
+  exitCode: 'number',
+  signal: 'string',
+  oomKilled: 'boolean',
+} as const;
 
 function invalid(why: string): TetherError {
   return new TetherError('TETHER_FRAME_INVALID', `status record: ${why}`);
@@ -78,6 +91,22 @@ function unpackBody(body: Buffer): StatusRecord {
   return checkStatusRecord(value);
 }
 
+/** The record in exactly one whole frame (a console line's); throws TETHER_FRAME_* for anything else. */
+export function decodeStatusFrame(frame: Uint8Array): StatusRecord {
+  const bytes = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (bytes.length < 4 || bytes.readUInt32BE(0) !== bytes.length - 4)
+    throw new TetherError(
+      'TETHER_FRAME_TRUNCATED',
+      `status frame: ${bytes.length} bytes is not one whole frame`,
+    );
+  if (bytes.length - 4 > MAX_FRAME_BYTES)
+    throw new TetherError(
+      'TETHER_FRAME_TOO_LARGE',
+      `status frame of ${bytes.length - 4} bytes exceeds ${MAX_FRAME_BYTES}`,
+    );
+  return unpackBody(bytes.subarray(4));
+}
+
 /** Incremental decoder for a stream of status frames. */
 export class StatusDecoder {
   // The same limit encodeStatusRecord() enforces: whatever the agent can send, the host can read.
@@ -92,21 +121,6 @@ export class StatusDecoder {
   }
 }
 
-export const CONSOLE_STATUS_PREFIX = '@tether-status ';
-
-export function encodeStatusConsoleLine(record: StatusRecord): string {
-  return CONSOLE_STATUS_PREFIX + encodeStatusRecord(record).toString('base64') + '\n';
-}
-
-/** The record on a console line, or undefined for any other line (kernel messages, program output). */
-export function decodeStatusConsoleLine(line: string): StatusRecord | undefined {
-  const at = line.indexOf(CONSOLE_STATUS_PREFIX);
-  if (at === -1) return undefined;
-  const frame = Buffer.from(line.slice(at + CONSOLE_STATUS_PREFIX.length).trim(), 'base64');
-  const records = new StatusDecoder().push(frame);
-  return records[0];
-}
-
 /** A human line for the console and `tetherctl status`, e.g. `[   1.234] storage ok  root /dev/vdb`. */
 export function formatStatusRecord(record: StatusRecord): string {
   const time = (record.atMs / 1000).toFixed(3).padStart(8);
@@ -114,6 +128,7 @@ export function formatStatusRecord(record: StatusRecord): string {
   if (record.pid !== undefined) parts.push(`pid=${record.pid}`);
   if (record.exitCode !== undefined) parts.push(`exit=${record.exitCode}`);
   if (record.signal !== undefined) parts.push(`signal=${record.signal}`);
+  if (record.oomKilled === true) parts.push('oom-killed');
   if (record.detail !== undefined) parts.push(record.detail);
   return parts.join(' ');
 }

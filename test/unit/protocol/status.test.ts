@@ -8,11 +8,9 @@ import { TetherError, isTetherError } from '../../../protocol/src/errors/errors.
 import { encodeLengthPrefixed } from '../../../protocol/src/framing/length-prefixed.ts';
 import {
   BOOT_STAGES,
-  CONSOLE_STATUS_PREFIX,
   StatusDecoder,
   checkStatusRecord,
-  decodeStatusConsoleLine,
-  encodeStatusConsoleLine,
+  decodeStatusFrame,
   encodeStatusRecord,
   formatStatusRecord,
   type StatusRecord,
@@ -45,6 +43,7 @@ const recordArb: fc.Arbitrary<StatusRecord> = fc
       pid: fc.integer({ min: 1, max: 4194304 }),
       exitCode: fc.integer({ min: -1, max: 255 }),
       signal: fc.constantFrom('SIGKILL', 'SIGTERM', 'SIGSEGV'),
+      oomKilled: fc.boolean(),
     },
     { requiredKeys: ['stage', 'outcome', 'atMs'] },
   )
@@ -165,53 +164,45 @@ void describe('status records', () => {
   });
 });
 
-void describe('status console lines', () => {
-  void it('round trip: one line, the prefix, base64 of the frame, a newline', () => {
+void describe('one status frame', () => {
+  void it('decodeStatusFrame reads exactly one whole frame', () => {
     fc.assert(
       fc.property(recordArb, (record) => {
-        const line = encodeStatusConsoleLine(record);
-        assert.ok(line.startsWith('@tether-status '));
-        assert.ok(line.endsWith('\n'));
-        assert.equal(line.indexOf('\n'), line.length - 1, 'exactly one line');
-        assert.match(line.slice(CONSOLE_STATUS_PREFIX.length, -1), /^[A-Za-z0-9+/]+=*$/);
-        assert.deepEqual(
-          Buffer.from(line.slice(CONSOLE_STATUS_PREFIX.length), 'base64'),
-          encodeStatusRecord(record),
-        );
-        assert.deepEqual(decodeStatusConsoleLine(line), record);
+        assert.deepEqual(decodeStatusFrame(encodeStatusRecord(record)), record);
       }),
     );
   });
 
-  void it('finds the record after kernel noise on the same line, with or without the newline', () => {
-    const record: StatusRecord = { stage: 'storage', outcome: 'ok', atMs: 812.25, detail: 'root /dev/vdb' };
-    const line = encodeStatusConsoleLine(record);
-    assert.deepEqual(decodeStatusConsoleLine(`[    0.812345] random: crng init done\r${line}`), record);
-    assert.deepEqual(decodeStatusConsoleLine(`\x1b[0m${line.trimEnd()}\r`), record);
+  void it('anything but one whole frame is a frame TetherError', () => {
+    const frame = encodeStatusRecord({ stage: 'oom', outcome: 'failed', atMs: 5, pid: 9 });
+    for (const bad of [
+      Buffer.alloc(0),
+      frame.subarray(0, 3),
+      frame.subarray(0, -1),
+      Buffer.concat([frame, frame]),
+    ])
+      assert.throws(
+        () => decodeStatusFrame(bad),
+        (error) => error instanceof TetherError && FRAME_CODES.includes(error.code),
+      );
   });
 
-  void it('other lines are not status records', () => {
-    assert.equal(decodeStatusConsoleLine('[    0.000000] Linux version 6.1.0-18-cloud-amd64\n'), undefined);
-    assert.equal(decodeStatusConsoleLine('@tether-status\n'), undefined, 'no space after the prefix');
-    assert.equal(decodeStatusConsoleLine(''), undefined);
-  });
-
-  void it('a cut-off line gives no record; junk after the prefix gives a frame TetherError at worst', () => {
-    const line = encodeStatusConsoleLine({ stage: 'kernel', outcome: 'ok', atMs: 0 });
-    assert.equal(decodeStatusConsoleLine(line.slice(0, 20)), undefined);
-    fc.assert(
-      fc.property(fc.string({ maxLength: 80 }), (junk) => {
-        try {
-          const record = decodeStatusConsoleLine(CONSOLE_STATUS_PREFIX + junk);
-          if (record !== undefined) assert.ok(BOOT_STAGES.includes(record.stage));
-        } catch (error) {
-          assert.ok(error instanceof TetherError, `not a TetherError: ${String(error)}`);
-          assert.ok(FRAME_CODES.includes(error.code), error.code);
-        }
-      }),
+  void it('the oom stage and the oomKilled flag are part of a record; a non-boolean flag is not', () => {
+    const record: StatusRecord = {
+      stage: 'process-exited',
+      outcome: 'ok',
+      atMs: 1,
+      exitCode: 137,
+      oomKilled: true,
+    };
+    assert.deepEqual(decodeStatusFrame(encodeStatusRecord(record)), record);
+    assert.ok(BOOT_STAGES.includes('oom'));
+    assert.throws(
+      () => checkStatusRecord({ stage: 'process-exited', outcome: 'ok', atMs: 1, oomKilled: 1 }),
+      (error) =>
+        isTetherError(error, 'TETHER_FRAME_INVALID') && /oomKilled is not a boolean/.test(error.message),
     );
   });
-
   void it('formats a human line with the time in seconds and every field present', () => {
     assert.equal(
       formatStatusRecord({
@@ -224,6 +215,26 @@ void describe('status console lines', () => {
         detail: 'OOM',
       }),
       '[   1.234] process-exited failed pid=7 exit=137 signal=SIGKILL OOM',
+    );
+    assert.equal(
+      formatStatusRecord({
+        stage: 'process-exited',
+        outcome: 'ok',
+        atMs: 2000,
+        exitCode: 137,
+        oomKilled: true,
+      }),
+      '[   2.000] process-exited ok exit=137 oom-killed',
+    );
+    assert.equal(
+      formatStatusRecord({
+        stage: 'oom',
+        outcome: 'failed',
+        atMs: 1500,
+        pid: 97,
+        detail: 'memory.max reached',
+      }),
+      '[   1.500] oom failed pid=97 memory.max reached',
     );
     assert.equal(formatStatusRecord({ stage: 'kernel', outcome: 'ok', atMs: 0 }), '[   0.000] kernel ok');
   });

@@ -22,6 +22,11 @@ export interface Boot {
   /** performance.now() when the VM start was asked: the timeline's zero. */
   t0: number;
   timeline: TimelineEntry[];
+  /**
+   * The key this boot's console status lines are signed with; undefined for a VM whose config had none
+   * (booted by an older tetherd), whose unsigned lines are then believed.
+   */
+  statusKey: Buffer | undefined;
   vm?: Vm;
   console?: ConsoleWatcher;
   /** The main process's exit as the agent reported it over the channel. */

@@ -11,23 +11,27 @@
  *
  * The exit of a boot comes, in order of trust, from the agent over the channel, from the agent's status
  * records on the console (which also serves a tetherd that was down when the process ended), and last from
- * how the VM ended.
+ * how the VM ended. Console records count only when signed with the boot's status key (a fresh one per
+ * boot, kept in the container's directory as status.key): a container can print on the console too.
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { randomBytes } from 'node:crypto';
 import { encodeConfig } from '../../../../protocol/src/config/config.ts';
 import { describeError, isTetherError, TetherError } from '../../../../protocol/src/errors/errors.ts';
+import { STATUS_KEY_BYTES, decodeStatusKey } from '../../../../protocol/src/status/console-line.ts';
 import type { ChannelClient } from '../../channel/client.ts';
 import { connectVmChannel } from '../../vm/channel-connect.ts';
-import { exitFromRecords, fatalBootRecord } from '../../vm/console-status.ts';
-import { ConsoleWatcher } from '../../vm/console-watcher.ts';
+import { exitFromRecords, fatalBootRecord, oomKilledIn } from '../../vm/console-status.ts';
+import { ConsoleWatcher, type ConsoleWatcherOptions } from '../../vm/console-watcher.ts';
 import type { PortForward, Vm, VmDriver, VmExit } from '../../vm/driver.ts';
 import type { BootImagePaths } from '../../vm/paths.ts';
 import { buildRunConfig, newContainerId } from '../../vm/run-config.ts';
+import { STATUS_KEY_FILE, generateStatusKey, loadStatusKey } from '../../vm/status-key.ts';
 import { LogStore, startRotation } from '../logs/index.ts';
-import { fsyncTree, publishDirectory, readJson } from '../state/atomic-file.ts';
+import { fsyncTree, publishDirectory, readJson, writeFileAtomic } from '../state/atomic-file.ts';
 import { Container, RECORD_FILE, type Boot } from './container.ts';
 import type { EventBus } from './events.ts';
 import { createContainerKeys, loadContainerKeys } from './keys.ts';
@@ -51,6 +55,9 @@ export const DEFAULT_LOG_MAX_FILES = 5;
 /** After a process's exit status arrives, the agent flushes and powers off; past this, the host stops it. */
 const POWER_OFF_WAIT_MS = 30_000;
 const KILL_WAIT_MS = 10_000;
+/** Dropped console status lines logged per boot (all are counted): a container printing them in a loop
+ * must not flood the log. */
+const DROPPED_LINES_LOGGED = 10;
 
 export interface ImageForContainer {
   id: string;
@@ -300,6 +307,7 @@ export class ContainerManager {
       throw new TetherError('TETHER_NAME_CONFLICT', `container ${container.id} is being removed`);
     const record = container.record;
     const ports = await this.#resolvePorts(record);
+    const statusKey = generateStatusKey();
     const config = buildRunConfig({
       id: record.id,
       argv: processArgv(record.config),
@@ -315,11 +323,14 @@ export class ContainerManager {
       network: this.#options.driver.guestNetwork(),
       agentHostKey: container.keys.agentHostKey,
       clientPublicKey: container.keys.clientPublicKey,
+      statusKey,
     });
     await container.logs.beginBoot();
     // The console of the boot before must not speak for this one (QEMU truncates it; a dev agent appends).
     rmSync(join(container.dir, 'console.log'), { force: true });
-    const boot = newBoot(record.bootCount + 1);
+    // Saved before the VM exists: a tetherd that adopts it checks its lines with this key.
+    writeFileAtomic(join(container.dir, STATUS_KEY_FILE), statusKey + '\n', 0o600);
+    const boot = newBoot(record.bootCount + 1, decodeStatusKey(statusKey));
     container.boot = boot;
     let vm: Vm;
     try {
@@ -389,15 +400,22 @@ export class ContainerManager {
   #watch(container: Container, boot: Boot, vm: Vm): void {
     boot.vm = vm;
     boot.timeline.push({ source: 'host', hostMs: 0, text: `VM running (${this.#options.driver.name})` });
-    boot.console = new ConsoleWatcher(vm.consoleLogPath, (seen) => {
-      boot.timeline.push({ source: 'guest', hostMs: seen.seenAt - boot.t0, record: seen.record });
-      const fatal = fatalBootRecord([seen.record]);
-      if (fatal && !boot.fatal) {
-        boot.fatal = fatal;
-        this.#log.warn({ container: container.id, stage: fatal.stage, detail: fatal.detail }, 'boot failed');
-        // The agent stays up to report a bad config; nothing will run, so the VM goes.
-        void vm.kill().catch(() => undefined);
-      }
+    boot.console = new ConsoleWatcher(vm.consoleLogPath, {
+      ...this.#consoleTrust(container, boot.number, boot.statusKey),
+      onRecord: (seen) => {
+        boot.timeline.push({ source: 'guest', hostMs: seen.seenAt - boot.t0, record: seen.record });
+        if (oomKilledIn([seen.record])) this.#oomKilled(container, boot, seen.record.detail);
+        const fatal = fatalBootRecord([seen.record]);
+        if (fatal && !boot.fatal) {
+          boot.fatal = fatal;
+          this.#log.warn(
+            { container: container.id, stage: fatal.stage, detail: fatal.detail },
+            'boot failed',
+          );
+          // The agent stays up to report a bad config; nothing will run, so the VM goes.
+          void vm.kill().catch(() => undefined);
+        }
+      },
     });
     container.logs.markRunning();
     boot.rotation = startRotation(container.logs, () => vm.reopenLog(), {
@@ -424,6 +442,56 @@ export class ContainerManager {
       clearTimeout(bootTimer);
       return this.#ended(container, boot, exit);
     });
+  }
+
+  /**
+   * What the console watcher of `boot` believes: lines signed with its key. Drops are counted (health
+   * shows the count) and the first few logged at debug level: they are a container's doing, or a line cut
+   * short by a VM's end, never the agent's word.
+   */
+  #consoleTrust(
+    container: Container,
+    bootNumber: number,
+    statusKey: Buffer | undefined,
+  ): Pick<ConsoleWatcherOptions, 'statusKey' | 'onDropped'> {
+    let logged = 0;
+    return {
+      statusKey,
+      onDropped: ({ reason, line }) => {
+        if (logged++ >= DROPPED_LINES_LOGGED) return;
+        this.#log.debug(
+          { container: container.id, boot: bootNumber, reason, line: line.slice(0, 200) },
+          'console status line not believed',
+        );
+      },
+    };
+  }
+
+  /**
+   * The OOM killer struck in the container (an oom record, or an exit marked so): Docker's OOMKilled is
+   * set at once, with its `oom` event, once per boot (a re-adopting tetherd reads the records again).
+   */
+  #oomKilled(container: Container, boot: Boot, detail: string | undefined): void {
+    if (container.record.state.oomKilled || container.boot !== boot) return;
+    container.update((r) => void (r.state.oomKilled = true));
+    this.#log.warn({ container: container.id, detail }, 'OOM killer struck in the container');
+    this.#options.events.publish('container', 'oom', container.id, this.#attributes(container));
+  }
+
+  /**
+   * The status key of the boot running in the container's directory. None there: a VM booted by a tetherd
+   * that gave no key, whose unsigned lines are believed. Unreadable: a key nobody has, so no line is.
+   */
+  #savedStatusKey(container: Container): Buffer | undefined {
+    try {
+      return loadStatusKey(container.dir);
+    } catch (error) {
+      this.#log.error(
+        { container: container.id, err: describeError(error) },
+        'status key unreadable: no console status line of this boot is believed',
+      );
+      return randomBytes(STATUS_KEY_BYTES);
+    }
   }
 
   get #bootTimeout(): number {
@@ -541,6 +609,8 @@ export class ContainerManager {
         pid: 0,
         exitCode: result.exitCode,
         error: result.error,
+        // Whichever way the exit came (channel or console), OOM kills are known from the records.
+        oomKilled: r.state.oomKilled || oomKilledIn(boot.console?.records.map((seen) => seen.record) ?? []),
         finishedAt: new Date().toISOString(),
       };
     });
@@ -832,7 +902,7 @@ export class ContainerManager {
       return;
     }
     if (vm) {
-      const boot = newBoot(record.bootCount);
+      const boot = newBoot(record.bootCount, this.#savedStatusKey(container));
       container.boot = boot;
       const info = await vm.inspect();
       container.update((r) => {
@@ -845,7 +915,10 @@ export class ContainerManager {
     }
     if (record.state.status !== 'running' && record.state.status !== 'restarting') return;
     // It ended while no tetherd watched: the console still holds the agent's exit record.
-    const watcher = new ConsoleWatcher(join(container.dir, 'console.log'));
+    const watcher = new ConsoleWatcher(
+      join(container.dir, 'console.log'),
+      this.#consoleTrust(container, record.bootCount, this.#savedStatusKey(container)),
+    );
     watcher.stop();
     const records = watcher.records.map((seen) => seen.record);
     const recorded = exitFromRecords(records);
@@ -857,6 +930,7 @@ export class ContainerManager {
         pid: 0,
         exitCode: recorded?.exitCode ?? 137,
         error: recorded ? '' : 'the VM ended while tetherd was not running, without an exit record',
+        oomKilled: r.state.oomKilled || oomKilledIn(records),
         finishedAt: new Date().toISOString(),
       };
     });
@@ -890,11 +964,12 @@ export function shortId(id: string): string {
  */
 export const MAX_ROOT_PATH_BYTES = 107 - '/containers/123456789012/channel.sock'.length;
 
-function newBoot(number: number): Boot {
+function newBoot(number: number, statusKey: Buffer | undefined): Boot {
   let markSettled = (): void => {};
   const settled = new Promise<void>((resolve) => (markSettled = resolve));
   return {
     number,
+    statusKey,
     t0: performance.now(),
     timeline: [],
     channelState: 'none',

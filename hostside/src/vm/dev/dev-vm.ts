@@ -4,10 +4,14 @@
  * away tells us it ended, and the console file tells us whether it powered off on its own).
  */
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeConfig } from '../../../../protocol/src/config/config.ts';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
+import { STATUS_KEY_BYTES, decodeStatusKey } from '../../../../protocol/src/status/console-line.ts';
+import type { StatusRecord } from '../../../../protocol/src/status/status.ts';
 import { statusRecordsIn } from '../console-status.ts';
 import type { PortForward, Vm, VmExit, VmInfo } from '../driver.ts';
 import { isProcessAlive } from '../qemu/process-alive.ts';
@@ -41,6 +45,21 @@ function consoleSince(path: string, offset: number): string {
   }
 }
 
+/**
+ * The status key of the config this boot was given (the driver wrote it): kill() takes pids from the
+ * console, so only the agent's own lines may name them. A config without a key gives undefined: its agent
+ * signs nothing.
+ */
+function statusKeyOf(configFile: string): Buffer | undefined {
+  try {
+    const key = decodeConfig(readFileSync(configFile), configFile).channel?.statusKey;
+    return key === undefined ? undefined : decodeStatusKey(key);
+  } catch {
+    // Unreadable: believe no line rather than every line (a key nobody has verifies none).
+    return randomBytes(STATUS_KEY_BYTES);
+  }
+}
+
 export class DevVm implements Vm {
   readonly id: string;
   readonly stateDir: string;
@@ -51,6 +70,7 @@ export class DevVm implements Vm {
   readonly #layout: DevLayout;
   readonly #pid: number;
   readonly #consoleOffset: number;
+  readonly #statusKey: Buffer | undefined;
   readonly #exit: Promise<VmExit>;
   #killed = false;
   #released = false;
@@ -66,6 +86,7 @@ export class DevVm implements Vm {
     this.#layout = layout;
     this.#pid = metadata.pid;
     this.#consoleOffset = metadata.consoleOffset;
+    this.#statusKey = statusKeyOf(layout.configFile);
     this.#exit = new Promise<VmExit>((resolve) => {
       const done = (exit: VmExit): void => {
         clearInterval(this.#poll);
@@ -91,9 +112,7 @@ export class DevVm implements Vm {
       }
       const check = (): void => {
         if (isProcessAlive(this.#pid, layout.channelSocket)) return;
-        const shutDown = statusRecordsIn(consoleSince(layout.consoleLog, this.#consoleOffset)).some(
-          (record) => record.stage === 'shutdown',
-        );
+        const shutDown = this.#records().some((record) => record.stage === 'shutdown');
         done({ reason: this.#killed ? 'killed' : shutDown ? 'guest-shutdown' : 'unknown' });
       };
       this.#poll = setInterval(check, PID_POLL_MS);
@@ -137,8 +156,7 @@ export class DevVm implements Vm {
     if (!this.#running()) return this.#exit;
     this.#killed = true;
     this.#signal('SIGKILL');
-    const records = statusRecordsIn(consoleSince(this.#layout.consoleLog, this.#consoleOffset));
-    for (const record of records) {
+    for (const record of this.#records()) {
       if (record.stage !== 'process-started' || record.pid === undefined) continue;
       try {
         process.kill(-record.pid, 'SIGKILL');
@@ -173,6 +191,11 @@ export class DevVm implements Vm {
     this.#released = true;
     clearInterval(this.#poll);
     this.#child?.unref();
+  }
+
+  /** This boot's status records the host believes. */
+  #records(): StatusRecord[] {
+    return statusRecordsIn(consoleSince(this.#layout.consoleLog, this.#consoleOffset), this.#statusKey);
   }
 
   #signal(signal: NodeJS.Signals): void {

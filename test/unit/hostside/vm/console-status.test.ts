@@ -1,12 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { encodeStatusConsoleLine, type StatusRecord } from '../../../../protocol/src/status/status.ts';
 import {
+  StatusLineSigner,
+  encodeStatusConsoleLine,
+  signStatusConsoleLine,
+} from '../../../../protocol/src/status/console-line.ts';
+import type { StatusRecord } from '../../../../protocol/src/status/status.ts';
+import {
+  ConsoleStatusReader,
   LineSplitter,
   exitFromRecords,
   fatalBootRecord,
+  oomKilledIn,
   statusRecordsIn,
+  type DroppedStatusLine,
 } from '../../../../hostside/src/vm/console-status.ts';
 import { consoleTail } from '../../../../hostside/src/vm/container-run.ts';
 
@@ -16,14 +24,21 @@ const record = (
   extra: Partial<StatusRecord> = {},
 ) => ({ stage, outcome, atMs: 1000, ...extra }) as StatusRecord;
 
-/** A console as the VM writes it: kernel lines, stage0, the agent's human line and its status line, CRLF. */
-function consoleOf(records: StatusRecord[]): string {
+const KEY = Buffer.alloc(32, 0x11);
+
+/** A console as the VM writes it: kernel lines, stage0, the agent's human line and its signed status line, CRLF. */
+/** `key` null: an agent whose config had no key (unsigned lines). */
+function consoleOf(records: StatusRecord[], key: Buffer | null = KEY): string {
   const lines = [
     '[    0.190563] PCI: Fatal: No config space access function found',
     'stage0: started at uptime 0.81 s',
   ];
+  const signer = key && new StatusLineSigner(key);
   for (const r of records)
-    lines.push(`tether: ${r.stage} ${r.outcome}`, encodeStatusConsoleLine(r).trimEnd());
+    lines.push(
+      `tether: ${r.stage} ${r.outcome}`,
+      (signer ? signer.line(r) : encodeStatusConsoleLine(r)).trimEnd(),
+    );
   return lines.join('\r\n') + '\r\n';
 }
 
@@ -36,13 +51,13 @@ const records = [
 
 void describe('console status records', () => {
   void it('finds every record among other console output', () => {
-    assert.deepEqual(statusRecordsIn(consoleOf(records)), records);
+    assert.deepEqual(statusRecordsIn(consoleOf(records), KEY), records);
   });
 
   void it('finds a record after kernel text on the same line, and skips a line cut short', () => {
-    const line = encodeStatusConsoleLine(record('channel', 'ok')).trimEnd();
+    const line = signStatusConsoleLine(record('channel', 'ok'), KEY, 1).trimEnd();
     const text = `[    3.1] random: crng init done${line}\n${line.slice(0, 30)}\n`;
-    assert.deepEqual(statusRecordsIn(text), [record('channel', 'ok')]);
+    assert.deepEqual(statusRecordsIn(text, KEY), [record('channel', 'ok')]);
   });
 
   void it('splits lines the same however the bytes arrive', () => {
@@ -60,6 +75,65 @@ void describe('console status records', () => {
         assert.deepEqual(lines, consoleOf(records).split('\r\n').slice(0, -1));
       }),
     );
+  });
+});
+
+void describe('forged console status lines', () => {
+  /**
+   * A boot whose container printed status lines of its own among the agent's: an unsigned exit 0, a
+   * config failure signed with a guessed key, and a copy of the agent's process-started line.
+   */
+  function forgedConsole(): string {
+    const agent = new StatusLineSigner(KEY);
+    const guess = new StatusLineSigner(Buffer.alloc(32, 0x22));
+    const config = agent.line(record('config', 'ok')).trimEnd();
+    const started = agent.line(record('process-started', 'ok', { pid: 97 })).trimEnd();
+    return [
+      config,
+      started,
+      'container output',
+      encodeStatusConsoleLine(record('process-exited', 'ok', { exitCode: 0 })).trimEnd(),
+      guess.line(record('config', 'failed', { detail: 'forged' })).trimEnd(),
+      `${started}\r`,
+      agent.line(record('process-exited', 'ok', { exitCode: 3 })).trimEnd(),
+      guess.line(record('shutdown', 'ok', { exitCode: 0 })).trimEnd(),
+    ].join('\n');
+  }
+
+  void it('never reach the records, the exit code or the fatal-boot decision', () => {
+    const believed = statusRecordsIn(forgedConsole(), KEY);
+    assert.deepEqual(
+      believed.map((r) => r.stage),
+      ['config', 'process-started', 'process-exited'],
+    );
+    assert.deepEqual(exitFromRecords(believed), { exitCode: 3 });
+    assert.equal(fatalBootRecord(believed), undefined);
+  });
+
+  void it('are counted and reported with why, line by line', () => {
+    const dropped: DroppedStatusLine[] = [];
+    const reader = new ConsoleStatusReader(KEY, (line) => dropped.push(line));
+    const records = forgedConsole()
+      .split('\n')
+      .map((line) => reader.read(line));
+    assert.equal(records.filter(Boolean).length, 3);
+    assert.deepEqual(
+      dropped.map((d) => d.reason),
+      ['unsigned', 'bad-mac', 'replayed', 'bad-mac'],
+    );
+    assert.equal(reader.dropped, 4);
+    assert.match(dropped[0]!.line, /^@tether-status /);
+  });
+
+  void it("a previous boot's lines (another key) are dropped, this boot's believed", () => {
+    const before = consoleOf([record('process-exited', 'ok', { exitCode: 1 })], Buffer.alloc(32, 0x33));
+    const now = consoleOf([record('process-exited', 'ok', { exitCode: 2 })]);
+    assert.deepEqual(exitFromRecords(statusRecordsIn(before + now, KEY)), { exitCode: 2 });
+  });
+
+  void it('without a key (a VM whose config had none), unsigned lines are believed as before', () => {
+    assert.deepEqual(statusRecordsIn(consoleOf(records, null), undefined), records);
+    assert.deepEqual(statusRecordsIn(consoleOf(records, null), KEY), [], 'a host that gave a key');
   });
 });
 
@@ -92,6 +166,25 @@ void describe('what the records tell the host', () => {
       exitCode: 143,
       signal: 'SIGTERM',
     });
+  });
+
+  void it('an oom record or an oomKilled exit marks the boot OOM-killed, and its exit too', () => {
+    const oom = record('oom', 'failed', { pid: 120, detail: 'memory.max' });
+    assert.equal(oomKilledIn([record('process-exited', 'ok', { exitCode: 0 })]), false);
+    assert.equal(oomKilledIn([oom]), true, 'any process of the container, as Docker');
+    assert.equal(oomKilledIn([record('process-exited', 'ok', { exitCode: 137, oomKilled: true })]), true);
+    assert.deepEqual(exitFromRecords([oom, record('process-exited', 'ok', { exitCode: 0 })]), {
+      exitCode: 0,
+      oomKilled: true,
+    });
+    assert.deepEqual(
+      exitFromRecords([
+        record('process-exited', 'ok', { exitCode: 137, signal: 'SIGKILL', oomKilled: true }),
+      ]),
+      { exitCode: 137, signal: 'SIGKILL', oomKilled: true },
+    );
+    assert.equal(exitFromRecords([oom]), undefined, 'no exit recorded yet');
+    assert.equal(fatalBootRecord([oom]), undefined, 'an OOM kill is not a failed boot');
   });
 
   void it('the console tail for errors leaves out the machine-readable lines', () => {

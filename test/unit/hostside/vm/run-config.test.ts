@@ -14,6 +14,7 @@ import { userNetworkConfig } from '../../../../hostside/src/vm/qemu/user-network
 const HOST_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
 const CLIENT_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake tetherctl';
 const ID = 'a'.repeat(12) + 'b'.repeat(52);
+const STATUS_KEY = Buffer.alloc(32, 7).toString('base64');
 
 function input(overrides: Partial<RunConfigInput> = {}): RunConfigInput {
   return {
@@ -22,6 +23,7 @@ function input(overrides: Partial<RunConfigInput> = {}): RunConfigInput {
     network: userNetworkConfig(),
     agentHostKey: HOST_KEY,
     clientPublicKey: CLIENT_KEY,
+    statusKey: STATUS_KEY,
     ...overrides,
   };
 }
@@ -46,7 +48,7 @@ void describe('vm run config', () => {
         ],
         dns: ['10.0.2.3'],
       },
-      channel: { hostKey: HOST_KEY, authorizedKeys: [CLIENT_KEY] },
+      channel: { hostKey: HOST_KEY, authorizedKeys: [CLIENT_KEY], statusKey: STATUS_KEY },
       powerOffOnExit: true,
     });
   });

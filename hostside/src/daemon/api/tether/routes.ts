@@ -45,6 +45,9 @@ export function registerTetherRoutes(router: Router, manager: ContainerManager):
       ...vmSummary(container),
       error: container.record.state.error,
       exitCode: container.record.state.exitCode,
+      oomKilled: container.record.state.oomKilled,
+      // Console status lines not signed with the boot's key: a container's forgeries, or lines cut short.
+      droppedStatusLines: boot?.console?.dropped ?? 0,
       timeline: boot?.timeline ?? [],
     });
   });
