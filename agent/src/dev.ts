@@ -130,7 +130,12 @@ export async function runDev(argv: string[]): Promise<void> {
   if (config.process) {
     let spec;
     try {
-      spec = mainSessionSpec(config.process, exec);
+      // No namespaces on the host, but the small init (a subreaper here) between the agent and the process,
+      // so whatever it starts is reaped, and killed with it if the agent is killed.
+      spec = {
+        ...mainSessionSpec(config.process, exec),
+        isolation: { kind: 'none' as const, init: config.process.init !== false },
+      };
     } catch (error) {
       status.report('process-started', 'failed', { detail: describeError(error) });
     }

@@ -41,13 +41,14 @@ describe('a container VM: the agent as PID 1', { timeout: 300_000 }, () => {
     if (!box) return t.skip('no VM');
     await box.waitForRecord((r) => r.stage === 'process-started');
     const stages = box.statusRecords().map((r) => `${r.stage} ${r.outcome}`);
-    assert.deepEqual(stages.slice(0, 8), [
+    assert.deepEqual(stages.slice(0, 9), [
       'kernel ok',
       'agent ok',
       'modules ok',
       'config ok',
       'network ok',
       'storage ok',
+      'isolation ok',
       'channel ok',
       'process-started ok',
     ]);
@@ -115,14 +116,16 @@ describe('a container VM: the agent as PID 1', { timeout: 300_000 }, () => {
 
   it('reaps 200 orphaned grandchildren: no zombie is left', async (t) => {
     if (!box) return t.skip('no VM');
+    // PID 1 here is the container's init (the exec joins the container's PID namespace): it reaps them.
+    // Each sleep outlives the loop that starts them all, which takes seconds under TCG.
     const orphansOfInit = 'grep -l "^PPid:[[:space:]]*1$" /proc/[0-9]*/status 2>/dev/null | wc -l';
     const spawned = await run(client, [
       'sh',
       '-c',
-      `i=0; while [ $i -lt 200 ]; do (sleep 2 &); i=$((i+1)); done; ${orphansOfInit}`,
+      `i=0; while [ $i -lt 200 ]; do (sleep 8 &); i=$((i+1)); done; ${orphansOfInit}`,
     ]);
     assert.ok(Number(spawned.stdout.trim()) >= 200, `orphans re-parented to PID 1: ${spawned.stdout}`);
-    await sleep(5000);
+    await sleep(11_000);
     const zombies = await run(client, [
       'sh',
       '-c',

@@ -6,7 +6,7 @@
  * PID 1 must never exit (the kernel panics): every stage catches its failure, reports it and carries on
  * with what still makes sense; stray exceptions are reported and survived; a timer keeps the loop alive.
  */
-import { openSync, writeSync } from 'node:fs';
+import { openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from '../../../protocol/src/config/config.ts';
@@ -14,10 +14,12 @@ import { describeError } from '../../../protocol/src/errors/errors.ts';
 import { formatStatusRecord, type StatusRecord } from '../../../protocol/src/status/status.ts';
 import { ChannelServer } from '../channel/server.ts';
 import { mainSessionSpec, stopPolicy } from '../config/process-spec.ts';
+import { ContainerCgroup, containerLimits, memTotalBytes } from '../container/cgroup.ts';
+import type { Isolation } from '../container/isolation.ts';
+import { OomWatch } from '../container/oom-watch.ts';
 import { ExecFactory } from '../process/exec-factory.ts';
 import { MainProcess } from '../process/main-process.ts';
 import { OutputLog } from '../process/output-log.ts';
-import { nodeOwnedPids } from '../process/session.ts';
 import { ConsoleStatusLines } from '../status/console-lines.ts';
 import { StatusReporter } from '../status/reporter.ts';
 import { realSys, SYS, type Sys } from '../sys/sys.ts';
@@ -29,7 +31,6 @@ import { watchPowerButton } from './power-button.ts';
 import { LogPortWriter } from './ports/log-port.ts';
 import { SerialPort } from './ports/serial-port.ts';
 import { CHANNEL_PORT, LOG_PORT, waitForPorts } from './ports/virtio-ports.ts';
-import { Reaper } from './reaper.ts';
 import { mountStorage, switchRoot, writeContainerFiles } from './rootfs.ts';
 
 /** The drivers the agent itself needs; stage0 already loaded virtio, the transport and virtio_blk. */
@@ -40,6 +41,9 @@ const PORT_WAIT_MS = 3000;
 const LOG_FLUSH_MS = 10_000;
 /** Time for a final exit-status to cross the channel to attached clients before the power goes. */
 const CHANNEL_LINGER_MS = 200;
+/** How long exec sessions have between SIGTERM and SIGKILL when the VM powers off. */
+const EXEC_STOP_GRACE_MS = 1000;
+const MIB = 1024 * 1024;
 
 function writeConsole(text: string): void {
   try {
@@ -65,6 +69,10 @@ export class Init {
   #config: AgentConfig | undefined;
   #main: MainProcess | undefined;
   #logWriter: LogPortWriter | undefined;
+  #exec: ExecFactory | undefined;
+  #cgroup: ContainerCgroup | undefined;
+  /** Paths the container must not see besides Docker's masked ones (where the config came from). */
+  #masks: string[] = [];
   #shuttingDown = false;
   #helperPath = join(dirname(process.execPath), 'tether-exec');
 
@@ -93,7 +101,9 @@ export class Init {
       this.#status.reportAt(stage0Start, 'kernel', 'ok', { detail: 'kernel up, stage0 started' });
 
     const mounts = mountAll(this.#sys, EARLY_MOUNTS);
-    new Reaper(this.#sys, nodeOwnedPids).start();
+    // The container's orphans are reaped by its own init (native/tether-exec): PID 1's only children are
+    // the exec helpers node spawned and waits for. The timer keeps PID 1's event loop alive for good.
+    setInterval(() => {}, 1 << 30);
     const runtimeStart = Number.isFinite(stage0Exec)
       ? `, stage0 done at ${(stage0Exec / 1000).toFixed(3)} s`
       : '';
@@ -113,6 +123,7 @@ export class Init {
 
     await this.#network(config);
     const rooted = await this.#storage(config);
+    this.#isolation(config);
     const exec = new ExecFactory(
       {
         env: config.process?.env ?? [],
@@ -120,8 +131,9 @@ export class Init {
         ...(config.process?.user ? { user: config.process.user } : {}),
         ...(config.process?.cwd ? { cwd: config.process.cwd } : {}),
       },
-      { helperPath: this.#helperPath },
+      { helperPath: this.#helperPath, execIsolation: () => this.#execIsolation() },
     );
+    this.#exec = exec;
     const log = new OutputLog(OUTPUT_LOG_BYTES);
     if (config.process && rooted) this.#createMain(config, exec, log);
     else if (config.process)
@@ -154,6 +166,8 @@ export class Init {
     try {
       const found = findConfig(this.#sys);
       this.#config = found.config;
+      // The kernel command line is readable by any process: a config (and its keys) there stays out of sight.
+      if (found.source.startsWith('kernel command line')) this.#masks.push('/proc/cmdline');
       this.#status.report('config', 'ok', { detail: `${found.source}, container ${found.config.id}` });
       return true;
     } catch (error) {
@@ -196,15 +210,63 @@ export class Init {
     }
   }
 
+  /**
+   * The container's cgroup, with limits that leave the agent room in the VM, and the watch that reports
+   * the kernel's OOM kills in it. A failure here is reported and the container still runs (in its
+   * namespaces, without limits): losing the container would be worse.
+   */
+  #isolation(config: AgentConfig): void {
+    try {
+      const limits = containerLimits(memTotalBytes(readFileSync('/proc/meminfo', 'utf8')), config.limits);
+      const cgroup = ContainerCgroup.create(limits);
+      this.#cgroup = cgroup;
+      new OomWatch(cgroup, (fresh, total) =>
+        this.#status.report('oom', 'failed', {
+          detail:
+            `the kernel killed ${fresh} process${fresh === 1 ? '' : 'es'} of the container for memory ` +
+            `(limit ${(limits.memoryBytes / MIB).toFixed(0)} MiB; ${total} so far)`,
+        }),
+      ).start();
+      const init = config.process?.init === false ? 'the process is PID 1' : 'init';
+      this.#status.report('isolation', 'ok', {
+        detail:
+          `namespaces mnt pid ipc uts cgroup, ${init}; cgroup ${cgroup.path} ` +
+          `memory.max ${(limits.memoryBytes / MIB).toFixed(0)} MiB pids.max ${limits.pids}`,
+      });
+    } catch (error) {
+      this.#status.report('isolation', 'failed', {
+        detail: `${describeError(error)}; the container runs in its namespaces but without limits`,
+      });
+    }
+  }
+
+  #mainIsolation(config: AgentConfig): Isolation {
+    return {
+      kind: 'new',
+      init: config.process?.init !== false,
+      ...(this.#cgroup ? { cgroup: this.#cgroup.path } : {}),
+      masks: this.#masks,
+    };
+  }
+
+  /** Exec sessions join the running container; with none running, each makes a container of its own. */
+  #execIsolation(): Isolation {
+    const mainPid = this.#main?.pid;
+    const cgroup = this.#cgroup ? { cgroup: this.#cgroup.path } : {};
+    if (mainPid !== undefined) return { kind: 'join', pid: mainPid, ...cgroup };
+    return { kind: 'new', init: true, ...cgroup, masks: this.#masks };
+  }
+
   #createMain(config: AgentConfig, exec: ExecFactory, log: OutputLog): void {
     const processConfig = config.process!;
     try {
       this.#main = new MainProcess({
-        spec: mainSessionSpec(processConfig, exec),
+        spec: { ...mainSessionSpec(processConfig, exec), isolation: this.#mainIsolation(config) },
         context: { helperPath: this.#helperPath },
         log,
         status: this.#status,
         ...stopPolicy(processConfig),
+        ...(this.#cgroup ? { oomKills: () => this.#cgroup!.oomKills() } : {}),
       });
     } catch (error) {
       this.#status.report('process-started', 'failed', { detail: describeError(error) });
@@ -284,7 +346,9 @@ export class Init {
         ...(exit ? { exitCode: exit.exitCode, ...(exit.signal ? { signal: exit.signal } : {}) } : {}),
       });
       await sleep(CHANNEL_LINGER_MS);
-      await this.#terminateEverything();
+      // The main process's end took its PID namespace and everything in it along; exec sessions of a VM
+      // without one end here.
+      await this.#exec?.stopAll(EXEC_STOP_GRACE_MS);
       this.#sys.sync();
       try {
         this.#sys.mount(null, '/', null, SYS.MS_REMOUNT | SYS.MS_RDONLY);
@@ -299,24 +363,6 @@ export class Init {
     } catch (error) {
       this.log(`power off failed: ${describeError(error)}`);
     }
-  }
-
-  /** What is left (exec sessions, daemons the container started) gets SIGTERM, up to a second, then SIGKILL. */
-  async #terminateEverything(): Promise<void> {
-    const anyLeft = (signal: NodeJS.Signals | 0): boolean => {
-      try {
-        process.kill(-1, signal); // from PID 1: every process but itself
-        return true;
-      } catch {
-        return false; // ESRCH: nothing left
-      }
-    };
-    if (!anyLeft('SIGTERM')) return;
-    for (let waited = 0; waited < 1000; waited += 50) {
-      await sleep(50);
-      if (!anyLeft(0)) return;
-    }
-    anyLeft('SIGKILL');
   }
 }
 

@@ -52,6 +52,8 @@ const processSchema = object({
   stopSignal: optional(signalName),
   stopTimeoutSeconds: optional(integer(0, 3600)),
   restart: optional(oneOf('no', 'on-failure', 'always')),
+  // false: the process is PID 1 of its namespace, as under Docker without --init (docs/decisions/container-init.md).
+  init: optional(boolean),
 });
 
 const diskSchema = object({
@@ -112,6 +114,13 @@ export const configSchema = object({
     }),
   ),
   modules: optional(arrayOf(identifier)),
+  // The container's cgroup limits; the agent keeps them within what leaves itself room in the VM.
+  limits: optional(
+    object({
+      memoryBytes: optional(integer(1024 * 1024, Number.MAX_SAFE_INTEGER)),
+      pids: optional(integer(1, 4_194_304)),
+    }),
+  ),
   powerOffOnExit: optional(boolean),
 });
 
