@@ -30,6 +30,10 @@ export interface RunConfigInput {
   clientPublicKey: string;
   /** The boot's status key (status-key.ts), base64: the agent signs its console status lines with it. */
   statusKey: string;
+  /** False: the process is PID 1 of the container's namespace (Docker without --init). */
+  init?: boolean | undefined;
+  /** The container's cgroup limits (docker run -m, --pids-limit). */
+  limits?: { memoryBytes?: number; pids?: number } | undefined;
 }
 
 /** A Docker-style container id: 64 hex digits. */
@@ -72,7 +76,9 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
       stdinOnce: input.stdinOnce ?? input.openStdin ?? false,
       ...(input.stopSignal !== undefined ? { stopSignal: input.stopSignal } : {}),
       ...(input.stopTimeoutSeconds !== undefined ? { stopTimeoutSeconds: input.stopTimeoutSeconds } : {}),
+      ...(input.init === false ? { init: false } : {}),
     },
+    ...(input.limits && Object.keys(input.limits).length > 0 ? { limits: input.limits } : {}),
     storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
     network: input.network,
     channel: {

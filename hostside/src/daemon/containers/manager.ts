@@ -48,7 +48,13 @@ import {
 /** Under TCG a VM takes seconds to boot; a loaded CI machine may take much longer. */
 export const DEFAULT_BOOT_TIMEOUT_MS = 180_000;
 const MIB = 1024 * 1024;
-export const MIN_MEMORY_BYTES = 64 * MIB;
+/** Docker's own minimum for -m. */
+export const MIN_MEMORY_BYTES = 6 * MIB;
+/**
+ * What a VM needs besides its container's memory: the kernel (about 37 MiB of a 256 MiB guest) and the
+ * agent's reserve (agent/src/container/cgroup.ts), so `docker run -m 64m` gives the container 64 MiB.
+ */
+export const VM_MEMORY_OVERHEAD_MIB = 144;
 /** Docker's json-file driver is unbounded by default; ours is bounded, like Docker's `local` driver. */
 export const DEFAULT_LOG_MAX_BYTES = 20 * MIB;
 export const DEFAULT_LOG_MAX_FILES = 5;
@@ -211,7 +217,7 @@ export class ContainerManager {
     if (memoryBytes !== 0 && memoryBytes < MIN_MEMORY_BYTES)
       throw new TetherError(
         'TETHER_INVALID_PARAMETER',
-        `Minimum memory limit allowed is 64MB: each container is a VM that needs room for its kernel and agent (got ${memoryBytes} bytes)`,
+        `Minimum memory limit allowed is 6MB (got ${memoryBytes} bytes)`,
       );
     const imageConfig = image.config;
     const stopSignal = request.stopSignal ?? imageConfig.StopSignal;
@@ -259,6 +265,8 @@ export class ContainerManager {
         logMaxBytes: host.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
         logMaxFiles: host.logMaxFiles ?? DEFAULT_LOG_MAX_FILES,
         restartPolicy: host.restartPolicy ?? 'no',
+        ...(host.init !== undefined ? { init: host.init } : {}),
+        ...(host.pidsLimit !== undefined ? { pidsLimit: host.pidsLimit } : {}),
       },
       state: initialState(),
       ports: [],
@@ -324,6 +332,11 @@ export class ContainerManager {
       agentHostKey: container.keys.agentHostKey,
       clientPublicKey: container.keys.clientPublicKey,
       statusKey,
+      init: record.hostConfig.init ?? undefined,
+      limits: {
+        ...(record.hostConfig.memoryBytes ? { memoryBytes: record.hostConfig.memoryBytes } : {}),
+        ...(record.hostConfig.pidsLimit ? { pids: record.hostConfig.pidsLimit } : {}),
+      },
     });
     await container.logs.beginBoot();
     // The console of the boot before must not speak for this one (QEMU truncates it; a dev agent appends).
@@ -343,7 +356,7 @@ export class ContainerManager {
         keepRootLayer: record.bootCount > 0,
         ports,
         ...(record.hostConfig.memoryBytes
-          ? { memoryMiB: Math.ceil(record.hostConfig.memoryBytes / MIB) }
+          ? { memoryMiB: Math.ceil(record.hostConfig.memoryBytes / MIB) + VM_MEMORY_OVERHEAD_MIB }
           : {}),
       });
     } catch (error) {

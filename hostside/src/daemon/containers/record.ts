@@ -43,6 +43,10 @@ export interface ContainerHostConfig {
   logMaxBytes: number;
   logMaxFiles: number;
   restartPolicy: 'no' | 'always' | 'on-failure' | 'unless-stopped';
+  /** Docker's HostConfig.Init: null runs the container's init (our default), false the command as PID 1. */
+  init?: boolean | null;
+  /** Docker's HostConfig.PidsLimit; 0 or absent: the agent's default. */
+  pidsLimit?: number;
 }
 
 export interface ContainerState {

@@ -126,6 +126,8 @@ export function containerInspect(container: Container, execIds: string[] = []): 
     HostConfig: {
       AutoRemove: record.hostConfig.autoRemove,
       Memory: record.hostConfig.memoryBytes,
+      Init: record.hostConfig.init ?? null,
+      PidsLimit: record.hostConfig.pidsLimit ?? null,
       PortBindings: bindingsMap(record),
       NetworkMode: 'default',
       RestartPolicy: { Name: record.hostConfig.restartPolicy, MaximumRetryCount: 0 },

@@ -115,6 +115,8 @@ export function createRequestFrom(
         ? { logMaxFiles: Math.max(1, parseSize(logOptions['max-file'], '--log-opt max-file')) }
         : {}),
       restartPolicy: host.RestartPolicy?.Name || 'no',
+      ...(typeof host.Init === 'boolean' ? { init: host.Init } : {}),
+      ...(host.PidsLimit && host.PidsLimit > 0 ? { pidsLimit: host.PidsLimit } : {}),
     },
   };
 }

@@ -49,6 +49,9 @@ export const createContainerSchema = v.looseObject({
         }),
       ),
       Privileged: v.nullish(v.boolean()),
+      Init: v.nullish(v.boolean()),
+      // -1 or 0 mean "no limit" to Docker; a VM keeps the agent's default then.
+      PidsLimit: v.nullish(v.pipe(v.number(), v.integer(), v.minValue(-1))),
     }),
   ),
 });
