@@ -207,9 +207,9 @@ int main(int argc, char **argv) {
   struct options options;
   parse_options(argc, argv, &options);
   bool container = options.new_container || options.join_pid > 0;
+  die_with_parent(getppid());
   if (!options.init && !container) become_command(&options);
 
-  die_with_parent(getppid());
   /* Blocked from here on, so no signal is lost before the relay and the init wait for them; the command
    * gets its mask back in become_command. */
   block_all_signals();
