@@ -105,7 +105,14 @@ void run_parent_relay(pid_t child, int status_read_fd, bool signal_group, bool c
 
 void run_init(const struct options *options, int status_write_fd) {
   bool subreaper = !options->new_container;
-  if (subreaper) prctl(PR_SET_CHILD_SUBREAPER, 1);
+  if (subreaper) {
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    /* No PID namespace ends the command's group when this init dies: the relay's death reaches it as a
+     * signal it can act on (SIGKILL to the group, below) instead of SIGKILL to itself alone. */
+    pid_t relay = getppid();
+    prctl(PR_SET_PDEATHSIG, FORWARD_SIGKILL);
+    if (getppid() != relay) kill(getpid(), FORWARD_SIGKILL); /* the relay is already gone: pending, handled below */
+  }
   pid_t init = getpid();
   pid_t command = fork();
   if (command < 0) die(EXIT_CANNOT_RUN, "fork: %s", strerror(errno));
@@ -120,6 +127,7 @@ void run_init(const struct options *options, int status_write_fd) {
     if (sig != SIGCHLD) {
       int forwarded = sig == FORWARD_SIGKILL ? SIGKILL : sig;
       kill(options->tty ? -command : command, forwarded);
+      if (subreaper && sig == FORWARD_SIGKILL) kill(-command, SIGKILL);
       continue;
     }
     int status;

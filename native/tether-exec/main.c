@@ -154,7 +154,16 @@ static void take_own_process_group(bool tty) {
 void become_command(const struct options *options) {
   take_own_process_group(options->tty);
   restore_signals();
+  /* The kernel clears the parent-death signal when the ids change: armed again, so a command run as
+   * another user still dies with its parent. */
+  int death_signal = 0;
+  prctl(PR_GET_PDEATHSIG, &death_signal);
+  pid_t parent = getppid();
   set_identity(options);
+  if (death_signal != 0) {
+    prctl(PR_SET_PDEATHSIG, death_signal);
+    if (getppid() != parent) _exit(EXIT_CANNOT_RUN);
+  }
   if (options->cwd != NULL && chdir(options->cwd) != 0)
     die(EXIT_CANNOT_RUN, "chdir to cwd \"%s\": %s", options->cwd, strerror(errno));
   exec_command(options->argv);

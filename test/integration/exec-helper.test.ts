@@ -505,11 +505,7 @@ describe('bin/tether-exec on this host', () => {
 
     it(
       '--init without namespaces (--dev): a grandchild in the command process group dies with the helper',
-      {
-        todo:
-          'helper bug: the init dies by SIGKILL (its PDEATHSIG) before it can kill the command group, and a ' +
-          'grandchild has no PDEATHSIG of its own, so it survives, reparented away',
-      },
+      // The init's parent-death signal is one it acts on: it kills the command's group, then exits.
       async (t) => {
         if (!canRun(t)) return;
         const found = await killHelper(DEV_INIT);
@@ -522,11 +518,7 @@ describe('bin/tether-exec on this host', () => {
 
     it(
       'a command run as another user (--uid) dies with the helper too, with --init (--dev) or as pid 1',
-      {
-        todo:
-          'helper bug: setuid/setgid in set_identity clears the PR_SET_PDEATHSIG armed before it (the kernel ' +
-          'drops it on any change of euid, egid, fsuid or fsgid), so such a command survives the helper',
-      },
+      // The helper arms the parent-death signal again after changing ids (the kernel clears it then).
       async (t) => {
         if (!canRun(t)) return;
         const left: string[] = [];
