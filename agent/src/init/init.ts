@@ -10,7 +10,7 @@ import { openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from '../../../protocol/src/config/config.ts';
-import { describeError } from '../../../protocol/src/errors/errors.ts';
+import { describeError, TetherError } from '../../../protocol/src/errors/errors.ts';
 import { formatStatusRecord, type StatusRecord } from '../../../protocol/src/status/status.ts';
 import { ChannelServer } from '../channel/server.ts';
 import { mainSessionSpec, stopPolicy } from '../config/process-spec.ts';
@@ -249,12 +249,21 @@ export class Init {
     };
   }
 
-  /** Exec sessions join the running container; with none running, each makes a container of its own. */
+  /**
+   * Exec sessions join the running container. A VM whose config has no main process serves exec alone:
+   * each session then makes a container of its own. Between a main process's end and its restart there is
+   * no container to join, and Docker refuses such an exec too.
+   */
   #execIsolation(): Isolation {
-    const mainPid = this.#main?.pid;
     const cgroup = this.#cgroup ? { cgroup: this.#cgroup.path } : {};
-    if (mainPid !== undefined) return { kind: 'join', pid: mainPid, ...cgroup };
-    return { kind: 'new', init: true, ...cgroup, masks: this.#masks };
+    if (!this.#main) return { kind: 'new', init: true, ...cgroup, masks: this.#masks };
+    const mainPid = this.#main.pid;
+    if (mainPid === undefined)
+      throw new TetherError(
+        'TETHER_NOT_RUNNING',
+        'the container is not running (its main process has ended or is restarting): exec needs a running container',
+      );
+    return { kind: 'join', pid: mainPid, ...cgroup };
   }
 
   #createMain(config: AgentConfig, exec: ExecFactory, log: OutputLog): void {
