@@ -59,6 +59,34 @@ describe('attach to the main process', () => {
     client.close();
   });
 
+  it('attach from the end to a process paused on a full log gets new output, and the process goes on', async () => {
+    // Nobody reads: `yes` fills the 16 MiB log within a second, then waits in write(). A client that
+    // attaches from the end wants none of those bytes, so they may go: new output must reach it.
+    const agent = await startDevAgent({ command: ['yes'] });
+    agents.push(agent);
+    const client = await agent.connect();
+    let kept = 0;
+    for (let i = 0; i < 100 && kept <= 16 * 1024 * 1024; i++) {
+      await sleep(50);
+      const probe = await client.attach({ from: 'end', stdin: false, output: false });
+      kept = probe.result.offset - probe.result.oldest;
+      probe.detach();
+    }
+    assert.ok(kept > 16 * 1024 * 1024, `the log holds ${kept} unread bytes`);
+    let received = 0;
+    const handle = await client.attach(
+      { from: 'end', stdin: false },
+      { onFrame: (frame) => (received += frame.data.length) },
+    );
+    const start = handle.result.offset;
+    await until('output after attaching from the end', () => received > 0, 5000);
+    // More than the whole log's worth: the process runs at the pace of this client, not once per slice.
+    await until('32 MiB of new output', () => received >= 32 * 1024 * 1024, 15_000);
+    assert.equal(handle.offset, start + received, 'every byte from the attach offset on, none skipped');
+    handle.detach();
+    client.close();
+  });
+
   it('serves several clients at once, survives a detach, resumes from an offset, and reports the exit', async () => {
     const config = join(mkdtempSync(join(tmpdir(), 'tether-cfg-')), 'config.json');
     writeFileSync(

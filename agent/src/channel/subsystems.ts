@@ -205,8 +205,14 @@ function serveAttach(
   }
   let offset = params.from === 'start' ? output.oldest : params.from === 'end' ? output.end : params.from;
   offset = Math.min(Math.max(offset, output.oldest), output.end);
+  const withOutput = params.output !== false;
+  // A client that starts at `offset` wants nothing below it: to the log that is as good as taken. Without
+  // this, a process paused on a full log of bytes nobody read stays paused for a client attaching from the
+  // end, which waits for output that cannot come. (With a log port the log evicts only what the port
+  // took, whatever readers say; a client without output takes nothing and lets nothing go.)
+  if (withOutput) output.acknowledge(offset);
   log(
-    `attached from offset ${offset}${params.stdin ? ' with stdin' : ''}${params.output === false ? ', without output' : ''}`,
+    `attached from offset ${offset}${params.stdin ? ' with stdin' : ''}${withOutput ? '' : ', without output'}`,
   );
   channel.write(
     encodeReply(attachRequest, {
@@ -216,7 +222,6 @@ function serveAttach(
 
   let waiting = false;
   let closed = false;
-  const withOutput = params.output !== false;
   const pump = (): void => {
     waiting = false;
     if (closed) return;
@@ -237,15 +242,17 @@ function serveAttach(
       channel.close();
       return;
     }
-    // read() counts the whole slice as delivered, so the log may evict it at once: write all of it even
-    // when the channel says it is full (that overshoots its buffer by at most one slice), and only then
-    // wait. Stopping part-way would leave the rest of the slice to be evicted before the next wake-up.
+    // This client's own offset, as the log port keeps its own: peek, write while the peer has room, and
+    // acknowledge only what went onto the channel. What is left stays in the log for the next wake-up, so
+    // a full channel costs at most one frame beyond its buffer.
     let room = true;
-    for (const chunk of output.read(offset, ATTACH_SLICE_BYTES)) {
+    for (const chunk of output.peek(offset, ATTACH_SLICE_BYTES)) {
+      room = channel.write(encodeLogFrame(chunk)) && peerHasRoom(channel);
       offset = chunk.offset + chunk.data.length;
-      room = channel.write(encodeLogFrame(chunk));
+      if (!room) break;
     }
-    if (!room || !peerHasRoom(channel)) {
+    output.acknowledge(offset);
+    if (!room) {
       // A full window, or a peer that granted a huge one and does not read: wait for it to take the bytes.
       waiting = true;
       oncePeerDrained(channel, pump);
