@@ -6,14 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientChannel } from 'ssh2';
 import { ChannelClient } from '../../hostside/src/channel/client.ts';
 import { FirstFrameReader } from '../../protocol/src/framing/length-prefixed.ts';
 import {
+  archiveGetRequest,
   attachRequest,
   decodeReply,
   encodeParams,
@@ -148,6 +151,62 @@ describe('a client that grants a huge window and stops reading costs bounded mem
       socket.destroy();
     });
   }
+});
+
+describe('docker cp of a big file to a client that stops reading costs bounded memory', () => {
+  let agent: DevAgent;
+  let good: ChannelClient;
+  let root: string;
+  before(async () => {
+    // 200 MiB of zeros that take no disk: a sparse file in the agent's --rootfs.
+    root = mkdtempSync(join(tmpdir(), 'tether-rootfs-'));
+    writeFileSync(join(root, 'big'), '');
+    truncateSync(join(root, 'big'), 200 * MiB);
+    agent = await startDevAgent({ args: ['--rootfs', root], command: ['sleep', '600'] });
+    good = await agent.connect();
+  });
+  after(async () => {
+    good.close();
+    await agent.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('archive-get of a 200 MiB file', async () => {
+    const pid = agent.process.pid!;
+    const { client, socket } = await connectRaw(agent);
+    const before = rssBytes(pid);
+    const { channel, reply } = await request(
+      client,
+      archiveGetRequest,
+      encodeParams(archiveGetRequest, { path: '/big' }),
+    );
+    assert.ok('ok' in (await reply), 'the request is accepted');
+    grantHugeWindow(client, channel);
+    socket.pause();
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 25);
+    await sleep(3000);
+    clearInterval(sampler);
+    const grown = peak - before;
+    const latency = await execLatencyMs(good);
+    console.log(
+      `archive-get: RSS grew by ${(grown / MiB).toFixed(1)} MiB at most in 3 s; exec of true ${latency.toFixed(0)} ms`,
+    );
+    assert.ok(grown < RSS_BOUND_BYTES, `RSS grew by ${(grown / MiB).toFixed(1)} MiB in 3 s`);
+    assert.ok(latency < 2000, `another client's exec took ${latency.toFixed(0)} ms`);
+    // Once the client reads again, the copy goes on where it stopped and ends whole.
+    let received = 0;
+    channel.on('data', (chunk: Buffer) => (received += chunk.length));
+    const status = new Promise<number | undefined>((resolve) =>
+      channel.once('exit', (code: number | null) => resolve(code ?? undefined)),
+    );
+    const closed = new Promise((resolve) => channel.once('close', resolve));
+    socket.resume();
+    assert.equal(await status, 0);
+    await closed;
+    assert.ok(received > 200 * MiB, `the tar stream is whole (${received} bytes)`);
+    socket.destroy();
+  });
 });
 
 describe('requests that cannot run, or never arrive', () => {

@@ -16,6 +16,7 @@ import tarFs from 'tar-fs';
 import tarStream from 'tar-stream';
 import { describeError, TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { ArchiveStat } from '../../../protocol/src/requests/requests.ts';
+import { oncePeerDrained, peerHasRoom } from './session-pipe.ts';
 
 type Log = (message: string) => void;
 
@@ -75,11 +76,17 @@ export function sendArchive(rootDir: string, path: string, channel: ServerChanne
     : tarFs.pack(hostPath, { strict: false });
   const source = pack as unknown as Readable;
   let done = false;
+  let paused = false;
   source.on('data', (chunk: Buffer) => {
-    if (!channel.write(chunk)) {
-      source.pause();
-      channel.once('drain', () => source.resume());
-    }
+    // The channel's own 'drain' is not enough: a client that grants a 4 GiB window and stops reading
+    // would have the whole tar queued on the connection's stream (see peerHasRoom).
+    if ((channel.write(chunk) && peerHasRoom(channel)) || paused) return;
+    paused = true;
+    source.pause();
+    oncePeerDrained(channel, () => {
+      paused = false;
+      source.resume();
+    });
   });
   source.on('end', () => {
     if (done) return;
