@@ -21,6 +21,7 @@ import {
 } from '../../../protocol/src/requests/requests.ts';
 import { encodeStatusRecord } from '../../../protocol/src/status/status.ts';
 import type { ExitStatus } from '../process/exit-status.ts';
+import type { StatusReporter } from '../status/reporter.ts';
 import { checkTargetDir, receiveArchive, sendArchive, statPath } from './archive.ts';
 import type { ChannelServices } from './server.ts';
 import { oncePeerDrained, peerHasRoom, pipeSession } from './session-pipe.ts';
@@ -131,17 +132,7 @@ export function serveSubsystem(
     case statusRequest.subsystem:
       readParams(statusRequest, channel, (params) => {
         channel.write(encodeReply(statusRequest, { ok: {} }));
-        for (const record of services.status.records) channel.write(encodeStatusRecord(record));
-        if (!params.follow) {
-          channel.exit(0);
-          channel.end();
-          return;
-        }
-        const onRecord = (record: Parameters<typeof encodeStatusRecord>[0]): boolean =>
-          channel.write(encodeStatusRecord(record));
-        services.status.on('record', onRecord);
-        channel.on('close', () => services.status.off('record', onRecord));
-        channel.resume();
+        serveStatus(params.follow, channel, services.status);
       });
       return;
     case archiveStatRequest.subsystem:
@@ -185,6 +176,47 @@ export function serveSubsystem(
       fail(execRequest, channel, error);
     }
   }
+}
+
+/**
+ * The records so far and, with `follow`, each new one. The client keeps its own index into the reporter's
+ * records (which the agent keeps anyway, for late clients) and records go out only while the peer has
+ * room: a client that stops reading costs at most one record beyond the connection's bounded buffer,
+ * however many records come meanwhile, and gets every one of them in order once it reads again.
+ */
+function serveStatus(follow: boolean, channel: ServerChannel, status: StatusReporter): void {
+  let next = 0;
+  let waiting = false;
+  let closed = false;
+  const pump = (): void => {
+    waiting = false;
+    if (closed) return;
+    const records = status.records;
+    while (next < records.length) {
+      const room = channel.write(encodeStatusRecord(records[next++]!)) && peerHasRoom(channel);
+      if (!room) {
+        waiting = true;
+        oncePeerDrained(channel, pump);
+        return;
+      }
+    }
+    if (!follow) {
+      closed = true;
+      channel.exit(0);
+      channel.end();
+    }
+  };
+  const wake = (): void => {
+    if (!waiting) pump();
+  };
+  if (follow) status.on('record', wake);
+  channel.on('close', () => {
+    closed = true;
+    status.off('record', wake);
+  });
+  // Read on, so the client's EOF and close are seen (it sends nothing else).
+  if (follow) channel.resume();
+  pump();
 }
 
 function serveAttach(
