@@ -3,8 +3,14 @@
  * agent as PID 1 from the runtime disk) against a baseline booted in the same run: the same kernel with a
  * busybox `/init` script that does the same mounts, loads the same virtio modules, finds the same root
  * disk by serial, switch_roots into it and starts the same process. Both under TCG on microvm, the
- * driver's default machine. Prints medians, the ratio, initramfs sizes, the agent's RSS in the guest and
- * where the agent's boot time goes (from its status records).
+ * driver's default machine. Prints medians, the ratio, initramfs sizes, the memory in use in each VM at
+ * ready and where the agent's boot time goes (from its status records).
+ *
+ * "Ready" is the process's own first line on its stdout, carrying the guest uptime it read: only a line
+ * from the process proves that it runs (the agent's process-started record comes when the helper is
+ * spawned, before the container's namespaces are made). The container has no /dev/console, so under the
+ * agent the line arrives through the log port (the file QEMU writes it into); under the baseline, stdout
+ * is the console. BENCH_IMAGE_DIR boots another image (an older build) with the same bench.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import {
@@ -21,31 +27,50 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import { randomBytes } from 'node:crypto';
+import { LogFrameDecoder } from '../protocol/src/logs/log-frame.ts';
 import { StatusLineVerifier } from '../protocol/src/status/console-line.ts';
 import type { StatusRecord } from '../protocol/src/status/status.ts';
 import { describeMachine, median, printTable, REPO } from './lib/harness.ts';
+import { agentTakesStatusKey, IMAGE_DIR as IMAGE, missingImageFile } from './lib/vm-image.ts';
 
-const IMAGE = join(REPO, 'build/image');
 const KERNEL_ROOT = join(REPO, 'build/kernel/root');
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
 const ACCEL = process.env['TETHER_QEMU_ACCEL'] ?? 'tcg';
 const BOOT_TIMEOUT_MS = 120_000;
+/** How often the log port's file is read for the process's lines (it adds at most this to the host time). */
+const LOG_POLL_MS = 5;
 const READY = 'TETHER-BENCH-READY';
-/** The container's process, the same in both: report readiness, guest uptime and PID 1's memory. */
-const PROCESS = `echo ${READY} $(cut -d' ' -f1 /proc/uptime) > /dev/console; grep -E 'VmRSS|VmHWM' /proc/1/status > /dev/console`;
+/**
+ * The container's process, the same in both, all on its stdout: readiness with the guest uptime, then the
+ * VM's memory. /proc/meminfo is the VM's whole in both (a PID namespace has its own /proc/1, not its own
+ * meminfo), so MemTotal − MemAvailable compares the two VMs; PID 1's own status is the agent's only where
+ * the process shares its PID namespace (agents before the container had namespaces of its own).
+ */
+const PROCESS =
+  `echo ${READY} $(cut -d' ' -f1 /proc/uptime); grep -E '^(MemTotal|MemAvailable):' /proc/meminfo; ` +
+  `grep -E '^(Name|VmRSS|VmHWM):' /proc/1/status | tr '\\n\\t' '  '; echo`;
 const BASELINE_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'];
-/** The agent signs its console status lines with the config's key, as under tetherd (the cost is measured). */
-const STATUS_KEY = randomBytes(32);
+/**
+ * The agent signs its console status lines with the config's key, as under tetherd (the cost is measured);
+ * an agent that predates the key gets none and writes unsigned lines.
+ */
+const STATUS_KEY = agentTakesStatusKey() ? randomBytes(32) : undefined;
 
 interface BootResult {
   hostMs: number;
   guestMs: number;
-  rssKiB?: number;
-  hwmKiB?: number;
+  /** MemTotal − MemAvailable at ready, KiB. */
+  usedKiB?: number;
+  /** PID 1's Name, VmRSS and VmHWM as the process sees it. */
+  pid1?: string;
   records: StatusRecord[];
 }
+
+/** Where the process's stdout goes: the console (baseline), or the log port's file (the agent). */
+type Output = { kind: 'console' } | { kind: 'log-port'; path: string };
 
 function hostTscKhz(): string {
   const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^cpu MHz\s*:\s*([\d.]+)/m);
@@ -83,42 +108,87 @@ function rootDiskArgs(dir: string): string[] {
   ];
 }
 
-/** Spawns QEMU, reads the console line by line until the process has reported, and waits for the power-off. */
-function boot(args: string[]): Promise<BootResult> {
+/**
+ * Reads the frames QEMU writes into the log port's file as they arrive, and hands on the process's output
+ * line by line. Polled: the file is written by QEMU, and a few ms of polling is small against a boot.
+ */
+async function followLogPort(path: string, onLine: (line: string) => void, stop: AbortSignal): Promise<void> {
+  const decoder = new LogFrameDecoder();
+  let at = 0;
+  let text = '';
+  const readMore = (): void => {
+    if (!existsSync(path)) return;
+    const bytes = readFileSync(path);
+    if (bytes.length <= at) return;
+    for (const frame of decoder.push(bytes.subarray(at))) text += frame.data.toString();
+    at = bytes.length;
+    const lines = text.split('\n');
+    text = lines.pop()!;
+    for (const line of lines) onLine(line);
+  };
+  while (!stop.aborted) {
+    readMore();
+    await sleep(LOG_POLL_MS);
+  }
+  readMore(); // what came in with the VM's last breath
+}
+
+/**
+ * Spawns QEMU, watches the process's output until it has reported, reads the status records off the
+ * console, and waits for the power-off.
+ */
+function boot(args: string[], output: Output): Promise<BootResult> {
   return new Promise((resolve, reject) => {
+    if (output.kind === 'log-port') rmSync(output.path, { force: true });
     const started = performance.now();
     const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const result: Partial<BootResult> = { records: [] };
     const lines: string[] = [];
     const verifier = new StatusLineVerifier(STATUS_KEY);
     const timer = setTimeout(() => qemu.kill('SIGKILL'), BOOT_TIMEOUT_MS);
+    let memTotal: number | undefined;
+    const onProcessLine = (line: string): void => {
+      const ready = line.match(new RegExp(`${READY} ([\\d.]+)`));
+      if (ready && result.hostMs === undefined) {
+        result.hostMs = performance.now() - started;
+        result.guestMs = Number(ready[1]) * 1000;
+      }
+      const memory = line.match(/^(MemTotal|MemAvailable):\s+(\d+) kB/);
+      if (memory?.[1] === 'MemTotal') memTotal = Number(memory[2]);
+      else if (memory && memTotal !== undefined) result.usedKiB = memTotal - Number(memory[2]);
+      if (line.startsWith('Name:')) result.pid1 = line.replace(/\s+/g, ' ').trim();
+    };
     createInterface({ input: qemu.stdout }).on('line', (raw) => {
       const line = raw.replace(/\r$/, '');
       lines.push(line);
       const verdict = verifier.check(line);
       if (verdict.kind === 'believed') result.records!.push(verdict.record);
-      const ready = line.match(new RegExp(`${READY} ([\\d.]+)`));
-      if (ready) {
-        result.hostMs = performance.now() - started;
-        result.guestMs = Number(ready[1]) * 1000;
-      }
-      const memory = line.match(/^(VmRSS|VmHWM):\s+(\d+) kB/);
-      if (memory) result[memory[1] === 'VmRSS' ? 'rssKiB' : 'hwmKiB'] = Number(memory[2]);
+      if (output.kind === 'console') onProcessLine(line);
     });
+    const stopFollowing = new AbortController();
+    const following =
+      output.kind === 'log-port'
+        ? followLogPort(output.path, onProcessLine, stopFollowing.signal)
+        : Promise.resolve();
     let stderr = '';
     qemu.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     qemu.on('exit', () => {
       clearTimeout(timer);
-      if (result.hostMs === undefined)
-        reject(
-          new Error(
-            `no ${READY} line; QEMU stderr: ${stderr}\nconsole tail:\n${lines.slice(-15).join('\n')}`,
-          ),
-        );
-      else resolve(result as BootResult);
+      stopFollowing.abort();
+      void following.then(() => {
+        if (result.hostMs === undefined)
+          reject(
+            new Error(
+              `no ${READY} line; QEMU stderr: ${stderr}\nconsole tail:\n${lines.slice(-15).join('\n')}`,
+            ),
+          );
+        else resolve(result as BootResult);
+      }, reject);
     });
   });
 }
+
+const logPortFile = (dir: string): string => join(dir, 'container.log');
 
 /** The real image's run: the agent config in fw_cfg, the two virtio-serial ports, the runtime disk. */
 function agentArgs(dir: string): string[] {
@@ -135,7 +205,7 @@ function agentArgs(dir: string): string[] {
       channel: {
         hostKey: host.private,
         authorizedKeys: [client.public],
-        statusKey: STATUS_KEY.toString('base64'),
+        ...(STATUS_KEY ? { statusKey: STATUS_KEY.toString('base64') } : {}),
       },
       powerOffOnExit: true,
     }),
@@ -148,7 +218,7 @@ function agentArgs(dir: string): string[] {
     ...['-device', 'virtio-serial-device'],
     ...['-chardev', `socket,id=ch,path=${join(dir, 'ch.sock')},server=on,wait=off`],
     ...['-device', 'virtserialport,chardev=ch,name=org.tether.channel'],
-    ...['-chardev', `file,id=log,path=${join(dir, 'container.log')}`],
+    ...['-chardev', `file,id=log,path=${logPortFile(dir)}`],
     ...['-device', 'virtserialport,chardev=log,name=org.tether.log'],
     ...['-fw_cfg', `name=opt/tether/config,file=${config}`],
   ];
@@ -215,7 +285,7 @@ function baselineArgs(dir: string, initramfs: string): string[] {
   return [...commonArgs(initramfs, ` -- "${PROCESS}"`), ...rootDiskArgs(dir)];
 }
 
-function stageTable(records: StatusRecord[]): string[][] {
+function stageTable(records: StatusRecord[], readyMs: number): string[][] {
   const rows: string[][] = [];
   let previous = 0;
   const row = (name: string, atMs: number): void => {
@@ -231,15 +301,17 @@ function stageTable(records: StatusRecord[]): string[][] {
       row('runtime start (node until the agent runs)', record.atMs);
     } else row(record.stage, record.atMs);
   }
+  // After process-started (the helper spawned): the container made, the shell started, uptime read.
+  row("the process's first line (ready)", readyMs);
   return rows;
 }
 
 async function main(): Promise<void> {
-  for (const file of ['vmlinuz', 'initramfs.cpio.gz', 'runtime.img', 'busybox.img'])
-    if (!existsSync(join(IMAGE, file))) {
-      console.log(`boot bench skipped: build/image/${file} is missing: run \`make image\` first`);
-      return;
-    }
+  const missing = missingImageFile();
+  if (missing) {
+    console.log(`boot bench skipped: ${missing}`);
+    return;
+  }
   const baselineImage = baselineInitramfs();
   const dir = mkdtempSync(join(tmpdir(), 'tether-bootbench-'));
   const agent: BootResult[] = [];
@@ -247,8 +319,8 @@ async function main(): Promise<void> {
   try {
     for (let run = 0; run < RUNS; run++) {
       // Alternate, so that drift in machine load hits both alike.
-      agent.push(await boot(agentArgs(dir)));
-      baseline.push(await boot(baselineArgs(dir, baselineImage)));
+      agent.push(await boot(agentArgs(dir), { kind: 'log-port', path: logPortFile(dir) }));
+      baseline.push(await boot(baselineArgs(dir, baselineImage), { kind: 'console' }));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -257,7 +329,10 @@ async function main(): Promise<void> {
   const hostBaseline = median(baseline.map((r) => r.hostMs));
   const guestAgent = median(agent.map((r) => r.guestMs));
   const guestBaseline = median(baseline.map((r) => r.guestMs));
-  console.log(`boot to ready, ${RUNS} runs each, microvm, ${ACCEL}; ${describeMachine()}`);
+  console.log(
+    `boot to ready, ${RUNS} runs each, microvm, ${ACCEL}; image ${IMAGE}` +
+      `${STATUS_KEY ? '' : ' (agent without status keys: unsigned lines)'}; ${describeMachine()}`,
+  );
   printTable(
     'boot to ready (main process running), median',
     ['', 'host s (QEMU start → ready)', 'guest uptime s', 'initramfs bytes'],
@@ -283,13 +358,21 @@ async function main(): Promise<void> {
     ],
   );
   const last = agent.at(-1)!;
+  const used = (results: BootResult[]): number | undefined => {
+    const known = results.flatMap((r) => (r.usedKiB === undefined ? [] : [r.usedKiB]));
+    return known.length ? median(known) : undefined;
+  };
+  const [usedAgent, usedBaseline] = [used(agent), used(baseline)];
+  const mib = (kib: number | undefined): string => (kib === undefined ? '?' : (kib / 1024).toFixed(1));
   console.log(
-    `agent (PID 1) memory in the guest at ready: VmRSS ${last.rssKiB ?? '?'} KiB, VmHWM ${last.hwmKiB ?? '?'} KiB (of 256 MiB)`,
+    `\nmemory in use in the VM at ready (MemTotal − MemAvailable, median, of 256 MiB): tether ${mib(usedAgent)} MiB, ` +
+      `baseline ${mib(usedBaseline)} MiB; the agent's share ${usedAgent !== undefined && usedBaseline !== undefined ? mib(usedAgent - usedBaseline) : '?'} MiB`,
   );
+  console.log(`PID 1 as the container's process sees it (last run): ${last.pid1 ?? '?'}`);
   printTable(
     'where the agent boot time goes (last run, guest seconds since kernel start)',
     ['stage', 'at', 'took'],
-    stageTable(last.records),
+    stageTable(last.records, last.guestMs),
   );
   console.log(
     `host runs (s): tether ${agent.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}; baseline ${baseline.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}`,

@@ -1,0 +1,153 @@
+/**
+ * Exec round trip in a real VM (the boot image, microvm, TCG): over one channel connection, open an exec
+ * session of `true` and wait for its exit status, BENCH_EXECS times; against the same guest spawning
+ * /bin/true itself, each spawn timed in the guest by the shell ($EPOCHREALTIME before and after).
+ *
+ * The two are measured in blocks that alternate (BLOCK execs, then one exec of a shell loop that times
+ * BLOCK spawns), so that a burst of host noise, which under TCG slows the whole guest, hits both. The
+ * loop runs where exec sessions run (in the container, when the agent makes one), so the baseline is a
+ * spawn as the container's own processes see it. BENCH_IMAGE_DIR boots another image (an older build)
+ * with the same bench and the same host code.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChannelClient } from '../hostside/src/channel/client.ts';
+import { connectVmChannel } from '../hostside/src/vm/channel-connect.ts';
+import { generateChannelKeys } from '../hostside/src/vm/channel-keys.ts';
+import { QemuDriver } from '../hostside/src/vm/qemu/qemu-driver.ts';
+import { generateStatusKey } from '../hostside/src/vm/status-key.ts';
+import type { AgentConfig } from '../protocol/src/config/config.ts';
+import { describeMachine, fixed, percentile, printTable, ratio } from './lib/harness.ts';
+import { agentTakesStatusKey, IMAGE_DIR, missingImageFile } from './lib/vm-image.ts';
+
+const EXECS = Number(process.env['BENCH_EXECS'] ?? 50);
+const WARMUP = 5;
+/** Execs per block, and spawns per baseline loop between blocks. */
+const BLOCK = 10;
+
+async function execTrue(client: ChannelClient): Promise<number> {
+  const started = performance.now();
+  const handle = await client.exec({ argv: ['true'], stdin: false });
+  handle.stdout.resume();
+  handle.stderr.resume();
+  const exit = await handle.exit;
+  const elapsed = performance.now() - started;
+  if (exit?.exitCode !== 0) throw new Error(`exec true exited ${JSON.stringify(exit)}`);
+  return elapsed;
+}
+
+async function execOutput(client: ChannelClient, argv: string[]): Promise<string> {
+  const handle = await client.exec({ argv, stdin: false });
+  const chunks: Buffer[] = [];
+  const errors: Buffer[] = [];
+  handle.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+  handle.stderr.on('data', (chunk: Buffer) => errors.push(chunk));
+  const exit = await handle.exit;
+  if (exit?.exitCode !== 0)
+    throw new Error(`${argv.join(' ')} exited ${JSON.stringify(exit)}: ${Buffer.concat(errors).toString()}`);
+  return Buffer.concat(chunks).toString();
+}
+
+/** $EPOCHREALTIME ("seconds.micros") as integer microseconds: a double holds them exactly. */
+function micros(epochRealtime: string): number {
+  const [seconds, fraction = ''] = epochRealtime.split('.');
+  return Number(seconds) * 1e6 + Number(fraction.padEnd(6, '0').slice(0, 6));
+}
+
+/** The guest's shell spawning /bin/true `count` times, each timed: ms per spawn. */
+async function guestSpawns(client: ChannelClient, count: number): Promise<number[]> {
+  // The times are printed after the loop: a write to the session's pipe inside it would wake the agent,
+  // which then shares the one vCPU with the spawns being timed.
+  const loop =
+    `t=; i=0; while [ $i -lt ${count} ]; do s=$EPOCHREALTIME; /bin/true; e=$EPOCHREALTIME; ` +
+    `t="$t$s $e\n"; i=$((i+1)); done; printf "$t"`;
+  const lines = (await execOutput(client, ['sh', '-c', loop])).trim().split('\n');
+  const samples = lines.map((line) => {
+    const [from, to] = line.trim().split(' ');
+    if (!from || !to || !/^\d+\.\d+$/.test(from) || !/^\d+\.\d+$/.test(to))
+      throw new Error(`the guest's shell has no $EPOCHREALTIME? it printed "${line}"`);
+    return (micros(to) - micros(from)) / 1000;
+  });
+  if (samples.length !== count) throw new Error(`expected ${count} spawn timings, got ${samples.length}`);
+  return samples;
+}
+
+async function main(): Promise<void> {
+  const missing = missingImageFile();
+  if (missing) {
+    console.log(`vm exec bench skipped: ${missing}`);
+    return;
+  }
+  const stateDir = mkdtempSync(join(tmpdir(), 'tether-bench-vmexec-'));
+  const id = `bench-${Date.now().toString(36)}`;
+  const keys = generateChannelKeys(id);
+  const driver = new QemuDriver();
+  const statusKey = agentTakesStatusKey();
+  const config: AgentConfig = {
+    version: 1,
+    id,
+    hostname: 'bench',
+    storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
+    network: driver.guestNetwork(),
+    channel: {
+      hostKey: keys.agentHostKey,
+      authorizedKeys: [keys.clientPublicKey],
+      ...(statusKey ? { statusKey: generateStatusKey() } : {}),
+    },
+    // The container the exec sessions join: a main process that only waits.
+    process: { argv: ['sleep', '1000000'] },
+    powerOffOnExit: true,
+  };
+  const vm = await driver.start({
+    id,
+    stateDir,
+    kernel: join(IMAGE_DIR, 'vmlinuz'),
+    initramfs: join(IMAGE_DIR, 'initramfs.cpio.gz'),
+    runtimeDisk: join(IMAGE_DIR, 'runtime.img'),
+    rootDisk: join(IMAGE_DIR, 'busybox.img'),
+    config: Buffer.from(JSON.stringify(config)),
+  });
+  let client: ChannelClient | undefined;
+  try {
+    client = await connectVmChannel(vm, { credentials: keys.credentials, timeoutMs: 180_000 });
+    for (let i = 0; i < WARMUP; i++) await execTrue(client);
+    await guestSpawns(client, BLOCK);
+    const execs: number[] = [];
+    const spawns: number[] = [];
+    while (execs.length < EXECS) {
+      const block = Math.min(BLOCK, EXECS - execs.length);
+      for (let i = 0; i < block; i++) execs.push(await execTrue(client));
+      spawns.push(...(await guestSpawns(client, block)));
+    }
+
+    const p50 = (s: number[]): number => percentile(s, 50);
+    const p99 = (s: number[]): number => percentile(s, 99);
+    console.log(
+      `vm exec round trip: ${EXECS} execs after ${WARMUP} warm-up, one connection, blocks of ${BLOCK} ` +
+        `alternating with the baseline; image ${IMAGE_DIR}; microvm, ${driver.accel}, 256 MiB; ${describeMachine()}`,
+    );
+    printTable(
+      'ms per command (ratio = against the guest spawning /bin/true, same VM, same run)',
+      ['case', 'p50 ms', 'p99 ms', 'p50 ratio', 'p99 ratio'],
+      [
+        ['guest: sh spawns /bin/true', fixed(p50(spawns)), fixed(p99(spawns)), '1.00x', '1.00x'],
+        [
+          'channel: exec true (open → exit status)',
+          fixed(p50(execs)),
+          fixed(p99(execs)),
+          ratio(p50(execs), p50(spawns)),
+          ratio(p99(execs), p99(spawns)),
+        ],
+      ],
+    );
+    console.log(`\nexec overhead over a guest spawn: p50 ${fixed(p50(execs) - p50(spawns))} ms`);
+  } finally {
+    client?.close();
+    await vm.kill().catch(() => undefined);
+    vm.release();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
