@@ -4,8 +4,8 @@
  * a graceful shutdown, and so does the agent.
  */
 import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { SYS, type Sys } from '../sys/sys.ts';
+import { join } from 'node:path';
+import { SYS, type FdWatch, type Sys } from '../sys/sys.ts';
 
 /** struct input_event on 64-bit: timeval (16 bytes), type u16, code u16, value s32. */
 const EVENT_BYTES = 24;
@@ -36,35 +36,63 @@ export function hasPowerPress(events: Buffer): boolean {
   return false;
 }
 
-/** Watches the power button until the process ends; returns a description, or undefined without one. */
-export function watchPowerButton(sys: Sys, onPress: () => void): string | undefined {
+/** Where the kernel's views are: `/proc` and `/dev` in the VM, a temp tree in tests. */
+export interface PowerButtonPaths {
+  proc: string;
+  dev: string;
+}
+
+/**
+ * Watches the power button until the device goes away; returns its path, or undefined without one. The
+ * wait is in the event loop (Sys.watch, edge-triggered), so the button holds no pool thread and no timer:
+ * each readiness event reads until EAGAIN, and a press is answered in the loop turn it arrives in.
+ */
+export function watchPowerButton(
+  sys: Sys,
+  onPress: () => void,
+  paths: PowerButtonPaths = { proc: '/proc', dev: '/dev' },
+): string | undefined {
   let event: string | undefined;
   try {
-    event = powerButtonEvent(readFileSync('/proc/bus/input/devices', 'utf8'));
+    event = powerButtonEvent(readFileSync(join(paths.proc, 'bus/input/devices'), 'utf8'));
   } catch {
     return undefined;
   }
   if (!event) return undefined;
-  const path = `/dev/input/${event}`;
+  const path = join(paths.dev, 'input', event);
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   const buffer = Buffer.alloc(EVENT_BYTES * 16);
-  void (async () => {
-    for (;;) {
-      const revents = await sys.poll(fd, SYS.POLLIN, 1000).catch(() => SYS.POLLERR);
-      if (revents & (SYS.POLLERR | SYS.POLLNVAL)) {
-        closeSync(fd);
-        return;
-      }
-      if (!(revents & SYS.POLLIN)) continue;
-      let n = 0;
+  let stopped = false;
+  let watch: FdWatch | undefined;
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    watch?.close();
+    closeSync(fd);
+  };
+  const onEvents = (revents: number): void => {
+    if (stopped) return;
+    // Read even when the device is going: a press that came just before still counts.
+    while (revents & SYS.POLLIN) {
+      let n: number;
       try {
         n = readSync(fd, buffer, 0, buffer.length, null);
-      } catch {
-        await sleep(100);
-        continue;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        stop(); // ENODEV: the device was removed
+        return;
       }
+      if (n === 0) break;
       if (hasPowerPress(buffer.subarray(0, n))) onPress();
     }
-  })();
+    // The device was removed: nothing more will come, and an edge-triggered watch would not say so again.
+    if (revents & (SYS.POLLHUP | SYS.POLLERR | SYS.POLLNVAL)) stop();
+  };
+  try {
+    watch = sys.watch(fd, SYS.POLLIN, onEvents);
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
   return path;
 }
