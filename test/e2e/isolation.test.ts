@@ -169,6 +169,7 @@ describe('isolation: a hostile image reaches nothing of the agent', { timeout: 1
       `probe: ${count('REACHED')} reached, ${count('BLOCKED')} blocked, ${count('INFO')} info, ` +
         `${probe.done ? 'done' : 'not done'}`,
     );
+    for (const finding of probe.findings.filter((f) => f.verdict === 'INFO')) t.diagnostic(finding.line);
     assertClean(probe, EXPECTED_FULL_CHECKS, 'the main process');
   });
 
@@ -184,7 +185,7 @@ describe('isolation: a hostile image reaches nothing of the agent', { timeout: 1
         NAME,
         'sh',
         '-c',
-        'readlink /proc/self/ns/pid /proc/1/ns/pid; for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep .',
+        'readlink /proc/self/ns/pid; readlink /proc/1/ns/pid; for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep .',
       ],
       EXEC_TIMEOUT_MS,
     );

@@ -456,6 +456,8 @@ check_memory() {
 }
 
 check_fork_bomb() {
+  set -- /proc/[0-9]*
+  before=$#
   # Every bomb process forks for good; a failed fork ends that shell, whose slot another one takes.
   (
     echo 1000 >/proc/self/oom_score_adj
@@ -471,18 +473,21 @@ check_fork_bomb() {
     [ $# -gt $most ] && most=$#
     printf 'INFO fork bomb progress: %s processes in view after %s s\n' $# $i
   done
-  # kill -1 spares the probe and PID 1; repeated, as new forks may race a sweep. `wait` reaps the bomb's
-  # first shell (the probe's child, a zombie kill -1 would go on finding); PID 1 reaps the rest.
+  # kill -1 spares the probe and PID 1; repeated, as new forks may race a sweep, until no more processes
+  # are in view than before the bomb. `wait` reaps the bomb's first shell (the probe's child); PID 1 reaps
+  # the rest.
   i=0
-  while [ $i -lt 30 ] && kill -9 -1 2>/dev/null; do
+  while [ $i -lt 30 ]; do
+    kill -9 -1 2>/dev/null
     wait
     pause 1
     i=$((i + 1))
     set -- /proc/[0-9]*
     printf 'INFO fork bomb progress: %s processes in view after kill -9 -1 sweep %s\n' $# $i
+    [ $# -le $before ] && break
   done
   set -- /proc/[0-9]*
-  info "fork bomb" "at most $most processes in view during it; $# after the cleanup"
+  info "fork bomb" "$before processes in view before it, at most $most during it, $# after the cleanup"
 }
 
 check_signals() {
