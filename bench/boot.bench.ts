@@ -10,7 +10,8 @@
  * from the process proves that it runs (the agent's process-started record comes when the helper is
  * spawned, before the container's namespaces are made). The container has no /dev/console, so under the
  * agent the line arrives through the log port (the file QEMU writes it into); under the baseline, stdout
- * is the console. BENCH_IMAGE_DIR boots another image (an older build) with the same bench.
+ * is the console. BENCH_IMAGE_DIR boots another image (an older build) with the same bench;
+ * BENCH_COMPARE_IMAGE_DIR boots a second one in the same run, turn and turn about with the first.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import {
@@ -34,7 +35,7 @@ import { LogFrameDecoder } from '../protocol/src/logs/log-frame.ts';
 import { StatusLineVerifier } from '../protocol/src/status/console-line.ts';
 import type { StatusRecord } from '../protocol/src/status/status.ts';
 import { describeMachine, median, printTable, REPO } from './lib/harness.ts';
-import { agentTakesStatusKey, IMAGE_DIR as IMAGE, missingImageFile } from './lib/vm-image.ts';
+import { bootImages, describeImages, type BootImage } from './lib/vm-image.ts';
 
 const KERNEL_ROOT = join(REPO, 'build/kernel/root');
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
@@ -53,11 +54,6 @@ const PROCESS =
   `echo ${READY} $(cut -d' ' -f1 /proc/uptime); grep -E '^(MemTotal|MemAvailable):' /proc/meminfo; ` +
   `grep -E '^(Name|VmRSS|VmHWM):' /proc/1/status | tr '\\n\\t' '  '; echo`;
 const BASELINE_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'];
-/**
- * The agent signs its console status lines with the config's key, as under tetherd (the cost is measured);
- * an agent that predates the key gets none and writes unsigned lines.
- */
-const STATUS_KEY = agentTakesStatusKey() ? randomBytes(32) : undefined;
 
 interface BootResult {
   hostMs: number;
@@ -77,18 +73,18 @@ function hostTscKhz(): string {
   return line ? String(Math.round(Number(line[1]) * 1000)) : '';
 }
 
-function commonArgs(initramfs: string, extraAppend = ''): string[] {
+function commonArgs(kernel: string, initramfs: string, extraAppend = ''): string[] {
   const tsc = hostTscKhz();
   return [
     ...['-accel', ACCEL, '-M', 'microvm', '-m', '256', '-smp', '1'],
     ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio'],
-    ...['-kernel', join(IMAGE, 'vmlinuz'), '-initrd', initramfs],
+    ...['-kernel', kernel, '-initrd', initramfs],
     '-append',
     `console=ttyS0 quiet panic=-1 tether.transport=mmio${tsc ? ` tsc_early_khz=${tsc}` : ''}${extraAppend}`,
   ];
 }
 
-function rootDiskArgs(dir: string): string[] {
+function rootDiskArgs(dir: string, image: string): string[] {
   const overlay = join(dir, 'root.qcow2');
   rmSync(overlay, { force: true });
   execFileSync('qemu-img', [
@@ -99,7 +95,7 @@ function rootDiskArgs(dir: string): string[] {
     '-F',
     'raw',
     '-b',
-    join(IMAGE, 'busybox.img'),
+    join(image, 'busybox.img'),
     overlay,
   ]);
   return [
@@ -137,14 +133,14 @@ async function followLogPort(path: string, onLine: (line: string) => void, stop:
  * Spawns QEMU, watches the process's output until it has reported, reads the status records off the
  * console, and waits for the power-off.
  */
-function boot(args: string[], output: Output): Promise<BootResult> {
+function boot(args: string[], output: Output, statusKey?: Buffer): Promise<BootResult> {
   return new Promise((resolve, reject) => {
     if (output.kind === 'log-port') rmSync(output.path, { force: true });
     const started = performance.now();
     const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const result: Partial<BootResult> = { records: [] };
     const lines: string[] = [];
-    const verifier = new StatusLineVerifier(STATUS_KEY);
+    const verifier = new StatusLineVerifier(statusKey);
     const timer = setTimeout(() => qemu.kill('SIGKILL'), BOOT_TIMEOUT_MS);
     let memTotal: number | undefined;
     const onProcessLine = (line: string): void => {
@@ -190,8 +186,13 @@ function boot(args: string[], output: Output): Promise<BootResult> {
 
 const logPortFile = (dir: string): string => join(dir, 'container.log');
 
-/** The real image's run: the agent config in fw_cfg, the two virtio-serial ports, the runtime disk. */
-function agentArgs(dir: string): string[] {
+/**
+ * The real image's run: the agent config in fw_cfg, the two virtio-serial ports, the runtime disk. The
+ * agent signs its console status lines with the config's key, as under tetherd (the cost is measured); an
+ * agent that predates the key gets none and writes unsigned lines.
+ */
+function agentBoot(dir: string, image: BootImage): Promise<BootResult> {
+  const statusKey = image.statusKey ? randomBytes(32) : undefined;
   const host = ssh2.utils.generateKeyPairSync('ed25519');
   const client = ssh2.utils.generateKeyPairSync('ed25519');
   const config = join(dir, 'config.json');
@@ -205,16 +206,16 @@ function agentArgs(dir: string): string[] {
       channel: {
         hostKey: host.private,
         authorizedKeys: [client.public],
-        ...(STATUS_KEY ? { statusKey: STATUS_KEY.toString('base64') } : {}),
+        ...(statusKey ? { statusKey: statusKey.toString('base64') } : {}),
       },
       powerOffOnExit: true,
     }),
   );
-  return [
-    ...commonArgs(join(IMAGE, 'initramfs.cpio.gz')),
-    ...['-drive', `file=${join(IMAGE, 'runtime.img')},if=none,id=rt,format=raw,readonly=on`],
+  const args = [
+    ...commonArgs(join(image.dir, 'vmlinuz'), join(image.dir, 'initramfs.cpio.gz')),
+    ...['-drive', `file=${join(image.dir, 'runtime.img')},if=none,id=rt,format=raw,readonly=on`],
     ...['-device', 'virtio-blk-device,drive=rt,serial=tether-runtime'],
-    ...rootDiskArgs(dir),
+    ...rootDiskArgs(dir, image.dir),
     ...['-device', 'virtio-serial-device'],
     ...['-chardev', `socket,id=ch,path=${join(dir, 'ch.sock')},server=on,wait=off`],
     ...['-device', 'virtserialport,chardev=ch,name=org.tether.channel'],
@@ -222,6 +223,7 @@ function agentArgs(dir: string): string[] {
     ...['-device', 'virtserialport,chardev=log,name=org.tether.log'],
     ...['-fw_cfg', `name=opt/tether/config,file=${config}`],
   ];
+  return boot(args, { kind: 'log-port', path: logPortFile(dir) }, statusKey);
 }
 
 const BASELINE_INIT = `#!/bin/busybox sh
@@ -280,103 +282,159 @@ function baselineInitramfs(): string {
   return out;
 }
 
-function baselineArgs(dir: string, initramfs: string): string[] {
+/** The baseline boots the first image's kernel and root disk. */
+function baselineArgs(dir: string, image: BootImage, initramfs: string): string[] {
   // Words after `--` on the kernel command line are init's arguments.
-  return [...commonArgs(initramfs, ` -- "${PROCESS}"`), ...rootDiskArgs(dir)];
+  return [
+    ...commonArgs(join(image.dir, 'vmlinuz'), initramfs, ` -- "${PROCESS}"`),
+    ...rootDiskArgs(dir, image.dir),
+  ];
 }
 
-function stageTable(records: StatusRecord[], readyMs: number): string[][] {
-  const rows: string[][] = [];
+interface Stage {
+  name: string;
+  atMs: number;
+  tookMs: number;
+}
+
+/** One boot's stages from its status records, each with when it ended and how long it took. */
+function stagesOf(records: StatusRecord[], readyMs: number): Stage[] {
+  const stages: Stage[] = [];
   let previous = 0;
-  const row = (name: string, atMs: number): void => {
-    rows.push([name, (atMs / 1000).toFixed(3), ((atMs - previous) / 1000).toFixed(3)]);
+  const stage = (name: string, atMs: number): void => {
+    stages.push({ name, atMs, tookMs: atMs - previous });
     previous = atMs;
   };
   for (const record of records) {
     if (record.stage === 'process-exited' || record.stage === 'shutdown') break;
-    if (record.stage === 'kernel') row('kernel (until stage0 starts)', record.atMs);
+    if (record.stage === 'kernel') stage('kernel (until stage0 starts)', record.atMs);
     else if (record.stage === 'agent') {
       const stage0Done = /stage0 done at ([\d.]+) s/.exec(record.detail ?? '');
-      if (stage0Done) row('stage0 (modules, runtime disk, switch_root)', Number(stage0Done[1]) * 1000);
-      row('runtime start (node until the agent runs)', record.atMs);
-    } else row(record.stage, record.atMs);
+      if (stage0Done) stage('stage0 (modules, runtime disk, switch_root)', Number(stage0Done[1]) * 1000);
+      stage('runtime start (node until the agent runs)', record.atMs);
+    } else stage(record.stage, record.atMs);
   }
   // After process-started (the helper spawned): the container made, the shell started, uptime read.
-  row("the process's first line (ready)", readyMs);
-  return rows;
+  stage("the process's first line (ready)", readyMs);
+  return stages;
+}
+
+/**
+ * Each stage's median over the boots of each image, in boot order: a single boot's split moves by tens of
+ * ms with the host's noise, more than some stages take. A stage only one image has (a newer agent's) goes
+ * after the stage it follows there.
+ */
+function stageTable(boots: BootResult[][]): string[][] {
+  const perImage = boots.map((runs) => runs.map((boot) => stagesOf(boot.records, boot.guestMs)));
+  const names: string[] = [];
+  for (const runs of perImage)
+    runs[0]!.forEach(({ name }, index) => {
+      if (names.includes(name)) return;
+      const after = index === 0 ? -1 : names.indexOf(runs[0]![index - 1]!.name);
+      names.splice(after + 1, 0, name);
+    });
+  const seconds = (ms: number): string => (ms / 1000).toFixed(3);
+  return names.map((name) => [
+    name,
+    ...perImage.flatMap((runs) => {
+      const found = runs.flatMap((stages) => stages.filter((stage) => stage.name === name));
+      if (found.length === 0) return ['-', '-'];
+      return [seconds(median(found.map((s) => s.atMs))), seconds(median(found.map((s) => s.tookMs)))];
+    }),
+  ]);
 }
 
 async function main(): Promise<void> {
-  const missing = missingImageFile();
-  if (missing) {
-    console.log(`boot bench skipped: ${missing}`);
+  const images = bootImages();
+  if (typeof images === 'string') {
+    console.log(`boot bench skipped: ${images}`);
     return;
   }
   const baselineImage = baselineInitramfs();
   const dir = mkdtempSync(join(tmpdir(), 'tether-bootbench-'));
-  const agent: BootResult[] = [];
+  const agents: BootResult[][] = images.map(() => []);
   const baseline: BootResult[] = [];
   try {
     for (let run = 0; run < RUNS; run++) {
-      // Alternate, so that drift in machine load hits both alike.
-      agent.push(await boot(agentArgs(dir), { kind: 'log-port', path: logPortFile(dir) }));
-      baseline.push(await boot(baselineArgs(dir, baselineImage), { kind: 'console' }));
+      // Turn and turn about, so that drift in machine load hits all alike; with two images, which of them
+      // goes first alternates too.
+      for (let k = 0; k < images.length; k++) {
+        const index = (run + k) % images.length;
+        agents[index]!.push(await agentBoot(dir, images[index]!));
+      }
+      baseline.push(await boot(baselineArgs(dir, images[0]!, baselineImage), { kind: 'console' }));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const hostAgent = median(agent.map((r) => r.hostMs));
-  const hostBaseline = median(baseline.map((r) => r.hostMs));
-  const guestAgent = median(agent.map((r) => r.guestMs));
-  const guestBaseline = median(baseline.map((r) => r.guestMs));
+  const seconds = (ms: number): string => (ms / 1000).toFixed(3);
+  const host = (runs: BootResult[]): number => median(runs.map((r) => r.hostMs));
+  const guest = (runs: BootResult[]): number => median(runs.map((r) => r.guestMs));
+  const times = (runs: BootResult[]): [number, number] => [host(runs), guest(runs)];
+  const [hostBaseline, guestBaseline] = times(baseline);
   console.log(
-    `boot to ready, ${RUNS} runs each, microvm, ${ACCEL}; image ${IMAGE}` +
-      `${STATUS_KEY ? '' : ' (agent without status keys: unsigned lines)'}; ${describeMachine()}`,
+    `boot to ready, ${RUNS} runs each, microvm, ${ACCEL}; ${describeImages(images)}; ${describeMachine()}`,
   );
+  const ratioRow = (name: string, [h, g]: [number, number], [hb, gb]: [number, number]): string[] => [
+    name,
+    (h / hb).toFixed(2) + 'x',
+    (g / gb).toFixed(2) + 'x',
+    '',
+  ];
   printTable(
     'boot to ready (main process running), median',
     ['', 'host s (QEMU start → ready)', 'guest uptime s', 'initramfs bytes'],
     [
-      [
-        'tether (stage0 + agent as PID 1)',
-        (hostAgent / 1000).toFixed(3),
-        (guestAgent / 1000).toFixed(3),
-        String(statSync(join(IMAGE, 'initramfs.cpio.gz')).size),
-      ],
+      ...images.map((image, index) => [
+        `${image.label} (stage0 + agent as PID 1)`,
+        seconds(host(agents[index]!)),
+        seconds(guest(agents[index]!)),
+        String(statSync(join(image.dir, 'initramfs.cpio.gz')).size),
+      ]),
       [
         'baseline (busybox /init script)',
-        (hostBaseline / 1000).toFixed(3),
-        (guestBaseline / 1000).toFixed(3),
+        seconds(hostBaseline),
+        seconds(guestBaseline),
         String(statSync(baselineImage).size),
       ],
-      [
-        'ratio tether / baseline',
-        (hostAgent / hostBaseline).toFixed(2) + 'x',
-        (guestAgent / guestBaseline).toFixed(2) + 'x',
-        '',
-      ],
+      ...images.map((image, index) =>
+        ratioRow(`ratio ${image.label} / baseline`, times(agents[index]!), [hostBaseline, guestBaseline]),
+      ),
+      ...(images.length === 2
+        ? [ratioRow('ratio compare / tether', times(agents[1]!), times(agents[0]!))]
+        : []),
     ],
   );
-  const last = agent.at(-1)!;
   const used = (results: BootResult[]): number | undefined => {
     const known = results.flatMap((r) => (r.usedKiB === undefined ? [] : [r.usedKiB]));
     return known.length ? median(known) : undefined;
   };
-  const [usedAgent, usedBaseline] = [used(agent), used(baseline)];
   const mib = (kib: number | undefined): string => (kib === undefined ? '?' : (kib / 1024).toFixed(1));
+  const usedBaseline = used(baseline);
   console.log(
-    `\nmemory in use in the VM at ready (MemTotal − MemAvailable, median, of 256 MiB): tether ${mib(usedAgent)} MiB, ` +
-      `baseline ${mib(usedBaseline)} MiB; the agent's share ${usedAgent !== undefined && usedBaseline !== undefined ? mib(usedAgent - usedBaseline) : '?'} MiB`,
+    `\nmemory in use in the VM at ready (MemTotal − MemAvailable, median, of 256 MiB): baseline ${mib(usedBaseline)} MiB`,
   );
-  console.log(`PID 1 as the container's process sees it (last run): ${last.pid1 ?? '?'}`);
+  images.forEach((image, index) => {
+    const usedAgent = used(agents[index]!);
+    const share = usedAgent !== undefined && usedBaseline !== undefined ? mib(usedAgent - usedBaseline) : '?';
+    console.log(
+      `  ${image.label}: ${mib(usedAgent)} MiB, the agent's share ${share} MiB; PID 1 as the container's ` +
+        `process sees it: ${agents[index]!.at(-1)!.pid1 ?? '?'}`,
+    );
+  });
   printTable(
-    'where the agent boot time goes (last run, guest seconds since kernel start)',
-    ['stage', 'at', 'took'],
-    stageTable(last.records, last.guestMs),
+    `where the agent boot time goes (median of ${RUNS} boots each, guest seconds since kernel start)`,
+    ['stage', ...images.flatMap((image) => [`${image.label} at`, 'took'])],
+    stageTable(agents),
   );
-  console.log(
-    `host runs (s): tether ${agent.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}; baseline ${baseline.map((r) => (r.hostMs / 1000).toFixed(2)).join(' ')}`,
-  );
+  const list = (runs: BootResult[], of: (r: BootResult) => number): string =>
+    runs.map((r) => (of(r) / 1000).toFixed(2)).join(' ');
+  console.log('\neach run, host s / guest s:');
+  for (const [name, runs] of [
+    ...images.map((image, index): [string, BootResult[]] => [image.label, agents[index]!]),
+    ['baseline', baseline] as [string, BootResult[]],
+  ])
+    console.log(`  ${name}: ${list(runs, (r) => r.hostMs)} / ${list(runs, (r) => r.guestMs)}`);
 }
 
 await main();

@@ -1,22 +1,27 @@
 /**
- * What the VM benches share about the boot image: which one to boot (BENCH_IMAGE_DIR, so that an older
- * build can be measured by the same bench and the same host code), whether it is complete, and whether its
- * agent takes a status key.
+ * What the VM benches share about boot images: which to boot, whether each is complete, and whether its
+ * agent takes a status key. BENCH_IMAGE_DIR replaces the image (an older build, measured by the same bench
+ * and the same host code); BENCH_COMPARE_IMAGE_DIR adds a second one, measured in the same run, turn and
+ * turn about with the first: on a noisy machine that is the only before/after that holds still.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './harness.ts';
 
-export const IMAGE_DIR = process.env['BENCH_IMAGE_DIR'] ?? join(REPO, 'build/image');
+export interface BootImage {
+  /** How the tables name it: "tether", or "compare" for BENCH_COMPARE_IMAGE_DIR. */
+  label: string;
+  dir: string;
+  /** Whether its agent knows channel.statusKey (see agentTakesStatusKey). */
+  statusKey: boolean;
+}
 
 const IMAGE_FILES = ['vmlinuz', 'initramfs.cpio.gz', 'runtime.img', 'busybox.img'];
 
 /** The first missing file of the image, as a sentence with the fix; undefined when all are there. */
-export function missingImageFile(): string | undefined {
-  const missing = IMAGE_FILES.find((file) => !existsSync(join(IMAGE_DIR, file)));
-  return missing === undefined
-    ? undefined
-    : `${join(IMAGE_DIR, missing)} is missing: run \`make build image\``;
+function missingFile(dir: string): string | undefined {
+  const missing = IMAGE_FILES.find((file) => !existsSync(join(dir, file)));
+  return missing === undefined ? undefined : `${join(dir, missing)} is missing: run \`make build image\``;
 }
 
 /**
@@ -25,8 +30,29 @@ export function missingImageFile(): string | undefined {
  * know it. The agent executable next to the image holds its bundle as plain text: the field's name is in
  * it exactly when the agent reads the field. Without the executable, assume a current agent.
  */
-export function agentTakesStatusKey(): boolean {
-  const agent = join(IMAGE_DIR, 'tether');
+function agentTakesStatusKey(dir: string): boolean {
+  const agent = join(dir, 'tether');
   if (!existsSync(agent)) return true;
   return readFileSync(agent).includes('statusKey');
+}
+
+/** The images to measure, the first being the main one; or why they cannot be (a missing file). */
+export function bootImages(): BootImage[] | string {
+  const dirs: [string, string][] = [['tether', process.env['BENCH_IMAGE_DIR'] ?? join(REPO, 'build/image')]];
+  const compare = process.env['BENCH_COMPARE_IMAGE_DIR'];
+  if (compare) dirs.push(['compare', compare]);
+  const images: BootImage[] = [];
+  for (const [label, dir] of dirs) {
+    const missing = missingFile(dir);
+    if (missing) return missing;
+    images.push({ label, dir, statusKey: agentTakesStatusKey(dir) });
+  }
+  return images;
+}
+
+/** One line per image, for the bench's header. */
+export function describeImages(images: BootImage[]): string {
+  return images
+    .map((image) => `${image.label} = ${image.dir}${image.statusKey ? '' : ' (agent without status keys)'}`)
+    .join('; ');
 }
