@@ -28,6 +28,8 @@ export const DEFAULT_BOOT_TIMEOUT_MS = 180_000;
 /** After the exit status arrives the agent flushes and powers off; past this, the host stops the VM. */
 const POWER_OFF_WAIT_MS = 30_000;
 const CONSOLE_TAIL_LINES = 25;
+/** How long an attach may still finish after the VM has ended. */
+const VM_END_GRACE_MS = 2000;
 
 export interface ContainerRunOptions {
   driver: VmDriver;
@@ -112,6 +114,9 @@ export class ContainerRun {
       this.#abort.abort(
         new TetherError('TETHER_CHANNEL_CLOSED', `the VM ended (${exit.reason}) before the channel was up`),
       );
+      // A channel the VM took down in the middle of the SSH handshake may never say so: after a moment for
+      // what it still carries, the attach is given up and the log file and console records tell the rest.
+      setTimeout(() => this.#attach.close(), VM_END_GRACE_MS);
     });
     this.#attach = new ResumableAttach({
       connect: async () => {
