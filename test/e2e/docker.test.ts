@@ -384,7 +384,10 @@ describe('tetherd under QEMU, driven by the docker CLI', { timeout: 600_000 }, (
       assert.equal((await ok(['exec', 'web', 'cat', '/sys/fs/cgroup/memory.max'])).trim(), String(512 * MIB));
       const meminfo = await ok(['exec', 'web', 'grep', 'MemTotal', '/proc/meminfo']);
       const totalKib = Number(/MemTotal:\s+(\d+) kB/.exec(meminfo)?.[1]);
-      assert.ok(totalKib > 512 * 1024 && totalKib <= (512 + 144) * 1024, `the VM has the limit and its overhead: ${meminfo}`);
+      assert.ok(
+        totalKib > 512 * 1024 && totalKib <= (512 + 144) * 1024,
+        `the VM has the limit and its overhead: ${meminfo}`,
+      );
     });
 
     it('docker exec: exit codes, -e, -u, -w, stdin, stdout and stderr apart, 127 for a missing command', async (t) => {

@@ -80,15 +80,23 @@ export class ContainerCgroup {
    * Enables the memory and pids controllers for the root's children, makes the container's cgroup and sets
    * its limits. Throws TETHER_SYSCALL naming the file that refused.
    */
-  static create(limits: ContainerLimits, files: CgroupFiles = realCgroupFiles, root = CGROUP_ROOT): ContainerCgroup {
+  static create(
+    limits: ContainerLimits,
+    files: CgroupFiles = realCgroupFiles,
+    root = CGROUP_ROOT,
+  ): ContainerCgroup {
     const path = join(root, CONTAINER_CGROUP_NAME);
     const write = (file: string, text: string): void => {
       try {
         files.write(file, text);
       } catch (error) {
-        throw new TetherError('TETHER_SYSCALL', `cgroup: cannot write "${text}" to ${file}: ${(error as Error).message}`, {
-          cause: error,
-        });
+        throw new TetherError(
+          'TETHER_SYSCALL',
+          `cgroup: cannot write "${text}" to ${file}: ${(error as Error).message}`,
+          {
+            cause: error,
+          },
+        );
       }
     };
     write(join(root, 'cgroup.subtree_control'), '+memory +pids');

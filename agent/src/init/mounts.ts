@@ -56,6 +56,9 @@ export const EARLY_MOUNTS: readonly MountSpec[] = [
     target: '/sys/fs/cgroup',
     fstype: 'cgroup2',
     flags: MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME,
+    // Every exec session is moved into the container's cgroup; without this each move waits out an RCU
+    // grace period (about 12 ms of a 30 ms exec under TCG, measured by bench/vm-exec.bench.ts).
+    data: 'favordynmods',
   },
 ];
 

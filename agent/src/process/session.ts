@@ -198,7 +198,10 @@ export class Session extends EventEmitter<SessionEvents> {
     if (number === undefined) return false;
     if (this.#exit) return true;
     try {
-      process.kill(this.pid, this.#relayed && number === constants.signals.SIGKILL ? FORWARD_SIGKILL : number);
+      process.kill(
+        this.pid,
+        this.#relayed && number === constants.signals.SIGKILL ? FORWARD_SIGKILL : number,
+      );
     } catch {
       // Already gone: the exit event is on its way.
     }

@@ -33,7 +33,8 @@ class RecordingCgroupFiles implements CgroupFiles {
   }
   write(path: string, text: string): void {
     this.calls.push(`write ${path} ${text}`);
-    if (this.refuse.has(path)) throw Object.assign(new Error(`EINVAL: invalid argument, write '${path}'`), { code: 'EINVAL' });
+    if (this.refuse.has(path))
+      throw Object.assign(new Error(`EINVAL: invalid argument, write '${path}'`), { code: 'EINVAL' });
     this.contents.set(path, text);
   }
   read(path: string): string {
@@ -46,8 +47,19 @@ class RecordingCgroupFiles implements CgroupFiles {
 void describe('isolationArgs', () => {
   void it('makes the container for the main process, under the init unless asked otherwise', () => {
     assert.deepEqual(
-      isolationArgs({ kind: 'new', init: true, cgroup: '/sys/fs/cgroup/container', masks: ['/proc/cmdline'] }, true),
-      ['--new-container', '--init', '--cgroup', '/sys/fs/cgroup/container', '--mask', '/proc/cmdline', '--tty'],
+      isolationArgs(
+        { kind: 'new', init: true, cgroup: '/sys/fs/cgroup/container', masks: ['/proc/cmdline'] },
+        true,
+      ),
+      [
+        '--new-container',
+        '--init',
+        '--cgroup',
+        '/sys/fs/cgroup/container',
+        '--mask',
+        '/proc/cmdline',
+        '--tty',
+      ],
     );
     assert.deepEqual(isolationArgs({ kind: 'new', init: false }, false), ['--new-container']);
   });
@@ -80,17 +92,30 @@ void describe('isolationArgs', () => {
       isolation: { kind: 'join', pid: 7 },
     });
     assert.deepEqual(args, [
-      '--join', '7',
-      '--groups', '100,27', '--gid', '100', '--uid', '1000',
-      '--cwd', '/work',
-      '--', 'sh', '-c', 'id',
+      '--join',
+      '7',
+      '--groups',
+      '100,27',
+      '--gid',
+      '100',
+      '--uid',
+      '1000',
+      '--cwd',
+      '/work',
+      '--',
+      'sh',
+      '-c',
+      'id',
     ]);
   });
 });
 
 void describe('container limits', () => {
   void it('leaves the agent its reserve, and never less than the minimum to the container', () => {
-    assert.deepEqual(containerLimits(219 * MIB), { memoryBytes: 219 * MIB - AGENT_RESERVE_BYTES, pids: DEFAULT_PIDS_LIMIT });
+    assert.deepEqual(containerLimits(219 * MIB), {
+      memoryBytes: 219 * MIB - AGENT_RESERVE_BYTES,
+      pids: DEFAULT_PIDS_LIMIT,
+    });
     assert.equal(containerLimits(100 * MIB).memoryBytes, MIN_CONTAINER_MEMORY_BYTES);
   });
 
@@ -99,7 +124,10 @@ void describe('container limits', () => {
       memoryBytes: 64 * MIB,
       pids: 50,
     });
-    assert.equal(containerLimits(219 * MIB, { memoryBytes: 4096 * MIB }).memoryBytes, 219 * MIB - AGENT_RESERVE_BYTES);
+    assert.equal(
+      containerLimits(219 * MIB, { memoryBytes: 4096 * MIB }).memoryBytes,
+      219 * MIB - AGENT_RESERVE_BYTES,
+    );
   });
 
   void it('reads MemTotal and the oom_kill count', () => {
@@ -130,7 +158,8 @@ void describe('ContainerCgroup', () => {
     assert.throws(
       () => ContainerCgroup.create({ memoryBytes: MIB, pids: 5 }, files, '/cg'),
       (error: Error & { code?: string }) =>
-        error.code === 'TETHER_SYSCALL' && /cannot write "5" to \/cg\/container\/pids\.max: EINVAL/.test(error.message),
+        error.code === 'TETHER_SYSCALL' &&
+        /cannot write "5" to \/cg\/container\/pids\.max: EINVAL/.test(error.message),
     );
   });
 
