@@ -43,12 +43,16 @@
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_GROUPS 256
 
-void die(int code, const char *fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
+static void report(const char *fmt, va_list args) {
   fputs("tether: ", stderr);
   vfprintf(stderr, fmt, args);
   fputc('\n', stderr);
+}
+
+void die(int code, const char *fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  report(fmt, args);
   va_end(args);
   exit(code);
 }
@@ -56,9 +60,7 @@ void die(int code, const char *fmt, ...) {
 void warn_msg(const char *fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  fputs("tether: ", stderr);
-  vfprintf(stderr, fmt, args);
-  fputc('\n', stderr);
+  report(fmt, args);
   va_end(args);
 }
 
