@@ -10,21 +10,11 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { ChannelClient } from '../hostside/src/channel/client.ts';
+import { timeExecTrue } from './lib/channel-exec.ts';
 import { describeMachine, fixed, percentile, printTable, ratio, REPO, startAgent } from './lib/harness.ts';
 
 const WARMUP = 20;
 const ITERATIONS = Number(process.env['BENCH_ITERATIONS'] ?? 200);
-
-async function channelExec(client: ChannelClient): Promise<number> {
-  const started = performance.now();
-  const handle = await client.exec({ argv: ['true'], stdin: false });
-  handle.stdout.resume();
-  handle.stderr.resume();
-  const exit = await handle.exit;
-  const elapsed = performance.now() - started;
-  if (exit?.exitCode !== 0) throw new Error(`exec true over the channel exited ${JSON.stringify(exit)}`);
-  return elapsed;
-}
 
 function hostSpawn(command: string, args: string[]): Promise<number> {
   const started = performance.now();
@@ -46,7 +36,7 @@ async function main(): Promise<void> {
   try {
     client = await agent.connect();
     const cases: [string, () => Promise<number>][] = [
-      ['channel: exec true', () => channelExec(client!)],
+      ['channel: exec true', () => timeExecTrue(client!)],
       ['host: spawn true', () => hostSpawn('true', [])],
       ['host: spawn tether-exec -- true', () => hostSpawn(helper, ['--', 'true'])],
     ];

@@ -29,6 +29,7 @@ import { generateChannelKeys } from '../hostside/src/vm/channel-keys.ts';
 import { QemuDriver } from '../hostside/src/vm/qemu/qemu-driver.ts';
 import type { AgentConfig } from '../protocol/src/config/config.ts';
 import { LOG_HEADER_BYTES } from '../protocol/src/logs/log-frame.ts';
+import { execOutput, timeExecTrue } from './lib/channel-exec.ts';
 import { describeMachine, fixed, percentile, printTable, ratio, REPO } from './lib/harness.ts';
 
 const IMAGE = process.env['BENCH_IMAGE_DIR'] ?? join(REPO, 'build/image');
@@ -118,27 +119,6 @@ async function waitFor<T>(what: string, probe: () => T | undefined, console: () 
   }
 }
 
-async function execTrue(client: ChannelClient): Promise<number> {
-  const started = performance.now();
-  const handle = await client.exec({ argv: ['true'], stdin: false });
-  handle.stdout.resume();
-  handle.stderr.resume();
-  const exit = await handle.exit;
-  const elapsed = performance.now() - started;
-  if (exit?.exitCode !== 0) throw new Error(`exec true exited ${JSON.stringify(exit)}`);
-  return elapsed;
-}
-
-async function execOutput(client: ChannelClient, argv: string[]): Promise<string> {
-  const handle = await client.exec({ argv, stdin: false });
-  const chunks: Buffer[] = [];
-  handle.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-  handle.stderr.resume();
-  const exit = await handle.exit;
-  if (exit?.exitCode !== 0) throw new Error(`${argv.join(' ')} exited ${JSON.stringify(exit)}`);
-  return Buffer.concat(chunks).toString();
-}
-
 async function main(): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tether-bench-port-'));
   const id = `bench-${Date.now().toString(36)}`;
@@ -198,7 +178,7 @@ async function main(): Promise<void> {
     client = await connectVmChannel(vm, { credentials: keys.credentials, timeoutMs: 120_000 });
     const samples: number[] = [];
     for (let i = 0; i < WARMUP + ITERATIONS; i++) {
-      const elapsed = await execTrue(client);
+      const elapsed = await timeExecTrue(client);
       if (i >= WARMUP) samples.push(elapsed);
     }
     const loop = `s=${uptime}; i=0; while [ $i -lt ${SPAWNS} ]; do /bin/true; i=$((i+1)); done; echo $s ${uptime}`;

@@ -19,6 +19,7 @@ import { generateChannelKeys } from '../hostside/src/vm/channel-keys.ts';
 import { QemuDriver } from '../hostside/src/vm/qemu/qemu-driver.ts';
 import { generateStatusKey } from '../hostside/src/vm/status-key.ts';
 import type { AgentConfig } from '../protocol/src/config/config.ts';
+import { execOutput, timeExecTrue } from './lib/channel-exec.ts';
 import { describeMachine, fixed, percentile, printTable, ratio } from './lib/harness.ts';
 import { bootImages, describeImages, type BootImage } from './lib/vm-image.ts';
 
@@ -26,29 +27,6 @@ const EXECS = Number(process.env['BENCH_EXECS'] ?? 50);
 const WARMUP = 5;
 /** Execs per block, and spawns per baseline loop between blocks. */
 const BLOCK = 10;
-
-async function execTrue(client: ChannelClient): Promise<number> {
-  const started = performance.now();
-  const handle = await client.exec({ argv: ['true'], stdin: false });
-  handle.stdout.resume();
-  handle.stderr.resume();
-  const exit = await handle.exit;
-  const elapsed = performance.now() - started;
-  if (exit?.exitCode !== 0) throw new Error(`exec true exited ${JSON.stringify(exit)}`);
-  return elapsed;
-}
-
-async function execOutput(client: ChannelClient, argv: string[]): Promise<string> {
-  const handle = await client.exec({ argv, stdin: false });
-  const chunks: Buffer[] = [];
-  const errors: Buffer[] = [];
-  handle.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-  handle.stderr.on('data', (chunk: Buffer) => errors.push(chunk));
-  const exit = await handle.exit;
-  if (exit?.exitCode !== 0)
-    throw new Error(`${argv.join(' ')} exited ${JSON.stringify(exit)}: ${Buffer.concat(errors).toString()}`);
-  return Buffer.concat(chunks).toString();
-}
 
 /** $EPOCHREALTIME ("seconds.micros") as integer microseconds: a double holds them exactly. */
 function micros(epochRealtime: string): number {
@@ -124,7 +102,7 @@ async function bootVm(image: BootImage): Promise<BenchVm> {
   };
   try {
     client = await connectVmChannel(vm, { credentials: keys.credentials, timeoutMs: 180_000 });
-    for (let i = 0; i < WARMUP; i++) await execTrue(client);
+    for (let i = 0; i < WARMUP; i++) await timeExecTrue(client);
     await guestSpawns(client, BLOCK);
     return { image, client, execs: [], spawns: [], dispose };
   } catch (error) {
@@ -147,7 +125,7 @@ async function main(): Promise<void> {
       const block = Math.min(BLOCK, EXECS - vms[0]!.execs.length);
       for (let k = 0; k < vms.length; k++) {
         const { client, execs, spawns } = vms[(round + k) % vms.length]!;
-        for (let i = 0; i < block; i++) execs.push(await execTrue(client));
+        for (let i = 0; i < block; i++) execs.push(await timeExecTrue(client));
         spawns.push(...(await guestSpawns(client, block)));
       }
     }
