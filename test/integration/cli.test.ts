@@ -85,6 +85,21 @@ describe('tetherctl agent', () => {
     assert.match(result.stdout, /process-exited ok exit=9/);
   });
 
+  it("stats prints the agent's own memory and CPU, and --reset-peak restarts the peak", async () => {
+    const result = await tetherctl(['stats', '--reset-peak']);
+    assert.equal(result.code, 0, result.stderr);
+    const stats = JSON.parse(result.stdout) as { agent: Record<string, number>; container?: unknown };
+    assert.ok(stats.agent['rssBytes']! > 10 * 1024 * 1024, `an agent of ${stats.agent['rssBytes']} bytes`);
+    assert.ok(stats.agent['peakRssBytes']! >= stats.agent['rssBytes']!);
+    assert.ok(
+      stats.agent['heapUsedBytes']! > 0 && stats.agent['cpuMicros']! > 0 && stats.agent['threads']! >= 1,
+    );
+    // --dev mode gives the container no cgroup, so the reply says nothing of it rather than zeros.
+    assert.equal(stats.container, undefined);
+    const after = JSON.parse((await tetherctl(['stats'])).stdout) as { agent: Record<string, number> };
+    assert.ok(after.agent['peakRssBytes']! <= stats.agent['peakRssBytes']! + 4 * 1024 * 1024);
+  });
+
   it('a usage error exits 2 and says what was wrong', async () => {
     const result = await tetherctl(['frobnicate']);
     assert.equal(result.code, 2);

@@ -38,6 +38,8 @@ export interface ChannelServices {
   logger: (message: string) => void;
   /** The container's root on this machine, for the archive requests: / in a VM, --rootfs in --dev mode. */
   rootDir?: string;
+  /** The container's cgroup directory, for stats@tether (none in --dev mode). */
+  containerCgroup?: () => string | undefined;
 }
 
 export interface ChannelKeysConfig {

@@ -15,6 +15,7 @@ import {
   decodeParams,
   encodeReply,
   execRequest,
+  statsRequest,
   statusRequest,
   type AttachParams,
   type RequestType,
@@ -22,6 +23,7 @@ import {
 import { encodeStatusRecord } from '../../../protocol/src/status/status.ts';
 import type { ExitStatus } from '../process/exit-status.ts';
 import type { StatusReporter } from '../status/reporter.ts';
+import { readAgentStats, readContainerStats } from '../status/stats.ts';
 import { checkTargetDir, receiveArchive, sendArchive, statPath } from './archive.ts';
 import type { ChannelServices } from './server.ts';
 import { oncePeerDrained, peerHasRoom, pipeSession } from './session-pipe.ts';
@@ -135,6 +137,16 @@ export function serveSubsystem(
         serveStatus(params.follow, channel, services.status);
       });
       return;
+    case statsRequest.subsystem:
+      readParams(statsRequest, channel, (params) => {
+        const cgroup = services.containerCgroup?.();
+        const container = cgroup === undefined ? undefined : readContainerStats(cgroup);
+        const agent = readAgentStats(params.resetPeak ?? false);
+        channel.write(encodeReply(statsRequest, { ok: { agent, ...(container ? { container } : {}) } }));
+        channel.exit(0);
+        channel.end();
+      });
+      return;
     case archiveStatRequest.subsystem:
     case archiveGetRequest.subsystem: {
       const type = name === archiveGetRequest.subsystem ? archiveGetRequest : archiveStatRequest;
@@ -170,7 +182,7 @@ export function serveSubsystem(
     default: {
       const error = new TetherError(
         'TETHER_REQUEST_INVALID',
-        `unknown request ${name}; known: exec@tether, attach@tether, status@tether, archive-stat@tether, archive-get@tether, archive-put@tether`,
+        `unknown request ${name}; known: exec@tether, attach@tether, status@tether, stats@tether, archive-stat@tether, archive-get@tether, archive-put@tether`,
       );
       log(error.message);
       fail(execRequest, channel, error);

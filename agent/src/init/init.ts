@@ -319,7 +319,14 @@ export class Init {
     try {
       const server = new ChannelServer(
         { hostKey: keys.hostKey, authorizedKeys: keys.authorizedKeys },
-        { main: this.#main, log, status: this.#status, exec, logger: (m) => this.log(m) },
+        {
+          main: this.#main,
+          log,
+          status: this.#status,
+          exec,
+          logger: (m) => this.log(m),
+          containerCgroup: () => this.#cgroup?.path,
+        },
       );
       const port = new SerialPort(channelPath, this.#sys, (m) => this.log(m));
       let connections = 0;

@@ -16,11 +16,13 @@ import {
   decodeReply,
   encodeParams,
   execRequest,
+  statsRequest,
   statusRequest,
   type ArchivePutParams,
   type ArchiveStat,
   type AttachParams,
   type AttachResult,
+  type StatsResult,
   type ExecParams,
   type RequestType,
   type TerminalSize,
@@ -371,6 +373,16 @@ export class ChannelClient {
       tar.off('data', onData);
     });
     await done;
+  }
+
+  /** One snapshot of the agent's and the container's resource use; resetPeak restarts the agent's peak RSS. */
+  async stats(resetPeak = false): Promise<StatsResult> {
+    const channel = await this.#subsystem(statsRequest.subsystem);
+    const closed = new Promise<void>((resolve) => channel.on('close', () => resolve()));
+    channel.write(encodeParams(statsRequest, resetPeak ? { resetPeak } : {}));
+    const result = await readReply(statsRequest, channel, () => {});
+    await closed;
+    return result;
   }
 
   /** The agent's status records so far, and with `follow`, each new one as it happens. */

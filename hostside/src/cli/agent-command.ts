@@ -1,6 +1,7 @@
 /**
  * `tetherctl agent --socket PATH --state DIR <command>`: talks to one agent directly, as a debugging
- * tool (Kata's agent-ctl plays the same role): exec, attach, proxy for a stock OpenSSH client, status.
+ * tool (Kata's agent-ctl plays the same role): exec, attach, proxy for a stock OpenSSH client, status,
+ * stats.
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -22,7 +23,8 @@ commands:
   attach [--from start|end|OFFSET] [--no-stdin] [--detach-keys KEYS]
                                                           attach to the main process (detach: ctrl-p ctrl-q)
   proxy                                                   resync, then pipe stdin/stdout (ssh ProxyCommand)
-  status [--follow]                                       print the agent's boot and process status records`;
+  status [--follow]                                       print the agent's boot and process status records
+  stats [--reset-peak]                                    print the agent's and the container's resource use (JSON)`;
 
 function usage(message: string): TetherError {
   return new TetherError('TETHER_USAGE', `${message}\n${AGENT_USAGE}`);
@@ -77,7 +79,7 @@ function exitCodeOf(result: ExitResult | undefined, fallback: number): number {
 }
 
 export async function runAgentCommand(argv: string[]): Promise<number> {
-  const commandAt = argv.findIndex((arg) => ['exec', 'attach', 'proxy', 'status'].includes(arg));
+  const commandAt = argv.findIndex((arg) => ['exec', 'attach', 'proxy', 'status', 'stats'].includes(arg));
   if (commandAt === -1) throw usage('missing command');
   const { values: global } = parseArgs({
     args: argv.slice(0, commandAt),
@@ -95,6 +97,8 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       return attach(global.socket, global.state, rest);
     case 'proxy':
       return proxy(global.socket);
+    case 'stats':
+      return stats(global.socket, global.state, rest);
     default:
       return status(global.socket, global.state, rest);
   }
@@ -244,5 +248,21 @@ async function status(socketPath: string, stateDir: string, argv: string[]): Pro
     process.stdout.write(formatStatusRecord(record) + '\n'),
   );
   client.close();
+  return 0;
+}
+
+async function stats(socketPath: string, stateDir: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { 'reset-peak': { type: 'boolean' } },
+    strict: true,
+  });
+  const client = await connectAgent(socketPath, stateDir);
+  try {
+    const result = await client.stats(Boolean(values['reset-peak']));
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  } finally {
+    client.close();
+  }
   return 0;
 }

@@ -350,3 +350,75 @@ function unpackOrThrow(subsystem: string, body: Buffer): unknown {
     throw new TetherError('TETHER_REQUEST_INVALID', `${subsystem}: payload is not msgpack`, { cause: error });
   }
 }
+
+// stats@tether --------------------------------------------------------------------------------------------
+
+export interface StatsParams {
+  /** Reset the agent's peak RSS (VmHWM) after reading it, so the next reply's peak covers only what follows. */
+  resetPeak?: boolean;
+}
+
+/** The agent process itself, from /proc/self and V8. */
+export interface AgentProcessStats {
+  rssBytes: number;
+  /** VmHWM: the largest RSS since the agent started or since the last resetPeak. */
+  peakRssBytes: number;
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  /** Memory outside V8's heap held by JavaScript objects (Buffers and the like). */
+  externalBytes: number;
+  /** User plus system CPU time since the agent started. */
+  cpuMicros: number;
+  threads: number;
+}
+
+/** The container's cgroup (absent in --dev mode, where the container has none). */
+export interface ContainerStats {
+  memoryBytes: number;
+  /** memory.max, or undefined for no limit. */
+  memoryLimitBytes?: number;
+  pids: number;
+  cpuMicros: number;
+}
+
+export interface StatsResult {
+  agent: AgentProcessStats;
+  container?: ContainerStats;
+}
+
+function checkAgentStats(subsystem: string, value: unknown): AgentProcessStats {
+  const r = reader(subsystem, value);
+  return {
+    rssBytes: r.number('rssBytes')!,
+    peakRssBytes: r.number('peakRssBytes')!,
+    heapUsedBytes: r.number('heapUsedBytes')!,
+    heapTotalBytes: r.number('heapTotalBytes')!,
+    externalBytes: r.number('externalBytes')!,
+    cpuMicros: r.number('cpuMicros')!,
+    threads: r.number('threads')!,
+  };
+}
+
+function checkContainerStats(subsystem: string, value: unknown): ContainerStats | undefined {
+  if (value === undefined || value === null) return undefined;
+  const r = reader(subsystem, value);
+  return defined({
+    memoryBytes: r.number('memoryBytes')!,
+    memoryLimitBytes: r.number('memoryLimitBytes', true),
+    pids: r.number('pids')!,
+    cpuMicros: r.number('cpuMicros')!,
+  });
+}
+
+/** Reply: one snapshot of the agent's and the container's resource use. Nothing follows. */
+export const statsRequest = defineRequest<StatsParams, StatsResult>(
+  'stats@tether',
+  (value) => defined({ resetPeak: reader('stats@tether', value).boolean('resetPeak', true) }),
+  (value) => {
+    const r = reader('stats@tether', value);
+    return defined({
+      agent: checkAgentStats('stats@tether', r.value['agent']),
+      container: checkContainerStats('stats@tether', r.value['container']),
+    });
+  },
+);
