@@ -14,17 +14,7 @@
  * BENCH_COMPARE_IMAGE_DIR boots a second one in the same run, turn and turn about with the first.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,12 +24,11 @@ import { randomBytes } from 'node:crypto';
 import { LogFrameDecoder } from '../protocol/src/logs/log-frame.ts';
 import { StatusLineVerifier } from '../protocol/src/status/console-line.ts';
 import type { StatusRecord } from '../protocol/src/status/status.ts';
-import { describeMachine, median, printTable, REPO } from './lib/harness.ts';
+import { ACCEL, baseQemuArgs, busyboxInitramfs } from './lib/baseline-vm.ts';
+import { describeMachine, median, printTable } from './lib/harness.ts';
 import { bootImages, describeImages, type BootImage } from './lib/vm-image.ts';
 
-const KERNEL_ROOT = join(REPO, 'build/kernel/root');
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
-const ACCEL = process.env['TETHER_QEMU_ACCEL'] ?? 'tcg';
 const BOOT_TIMEOUT_MS = 120_000;
 /** How often the log port's file is read for the process's lines (it adds at most this to the host time). */
 const LOG_POLL_MS = 5;
@@ -67,22 +56,6 @@ interface BootResult {
 
 /** Where the process's stdout goes: the console (baseline), or the log port's file (the agent). */
 type Output = { kind: 'console' } | { kind: 'log-port'; path: string };
-
-function hostTscKhz(): string {
-  const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^cpu MHz\s*:\s*([\d.]+)/m);
-  return line ? String(Math.round(Number(line[1]) * 1000)) : '';
-}
-
-function commonArgs(kernel: string, initramfs: string, extraAppend = ''): string[] {
-  const tsc = hostTscKhz();
-  return [
-    ...['-accel', ACCEL, '-M', 'microvm', '-m', '256', '-smp', '1'],
-    ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio'],
-    ...['-kernel', kernel, '-initrd', initramfs],
-    '-append',
-    `console=ttyS0 quiet panic=-1 tether.transport=mmio${tsc ? ` tsc_early_khz=${tsc}` : ''}${extraAppend}`,
-  ];
-}
 
 function rootDiskArgs(dir: string, image: string): string[] {
   const overlay = join(dir, 'root.qcow2');
@@ -212,7 +185,7 @@ function agentBoot(dir: string, image: BootImage): Promise<BootResult> {
     }),
   );
   const args = [
-    ...commonArgs(join(image.dir, 'vmlinuz'), join(image.dir, 'initramfs.cpio.gz')),
+    ...baseQemuArgs(join(image.dir, 'vmlinuz'), join(image.dir, 'initramfs.cpio.gz')),
     ...['-drive', `file=${join(image.dir, 'runtime.img')},if=none,id=rt,format=raw,readonly=on`],
     ...['-device', 'virtio-blk-device,drive=rt,serial=tether-runtime'],
     ...rootDiskArgs(dir, image.dir),
@@ -246,47 +219,11 @@ for p in dev proc sys; do mount --move /$p /mnt/root/$p; done
 exec switch_root /mnt/root /bin/sh -c "$1; poweroff -f"
 `;
 
-/** A busybox initramfs built once under build/bench/ from the cached busybox-static package. */
-function baselineInitramfs(): string {
-  const out = join(REPO, 'build/bench/baseline-initramfs.cpio.gz');
-  if (existsSync(out)) return out;
-  const deb = execFileSync('sh', ['-c', `ls ${join(REPO, 'build/cache')}/busybox-static_*.deb | head -1`], {
-    encoding: 'utf8',
-  }).trim();
-  if (!deb) throw new Error('no busybox-static .deb in build/cache: run `make image` first');
-  const stage = mkdtempSync(join(tmpdir(), 'tether-baseline-'));
-  const unpacked = join(stage, 'deb');
-  execFileSync('dpkg-deb', ['-x', deb, unpacked]);
-  const root = join(stage, 'root');
-  for (const dir of ['bin', 'dev', 'proc', 'sys', 'mnt', 'lib/modules'])
-    mkdirSync(join(root, dir), { recursive: true });
-  copyFileSync(join(unpacked, 'bin/busybox'), join(root, 'bin/busybox'));
-  chmodSync(join(root, 'bin/busybox'), 0o755);
-  const release = execFileSync('ls', [join(KERNEL_ROOT, 'lib/modules')], { encoding: 'utf8' })
-    .trim()
-    .split('\n')[0]!;
-  for (const module of BASELINE_MODULES) {
-    const path = execFileSync('find', [join(KERNEL_ROOT, 'lib/modules', release), '-name', `${module}.ko`], {
-      encoding: 'utf8',
-    }).trim();
-    copyFileSync(path, join(root, 'lib/modules', `${module}.ko`));
-  }
-  // The script gets the process as $1 through the kernel command line's init arguments.
-  writeFileSync(join(root, 'init'), BASELINE_INIT, { mode: 0o755 });
-  mkdirSync(join(REPO, 'build/bench'), { recursive: true });
-  execFileSync('sh', [
-    '-c',
-    `cd ${root} && mknod -m 600 dev/console c 5 1 2>/dev/null; find . | sort | cpio -o -H newc --quiet | gzip -9n > ${out}`,
-  ]);
-  rmSync(stage, { recursive: true, force: true });
-  return out;
-}
-
 /** The baseline boots the first image's kernel and root disk. */
 function baselineArgs(dir: string, image: BootImage, initramfs: string): string[] {
   // Words after `--` on the kernel command line are init's arguments.
   return [
-    ...commonArgs(join(image.dir, 'vmlinuz'), initramfs, ` -- "${PROCESS}"`),
+    ...baseQemuArgs(join(image.dir, 'vmlinuz'), initramfs, ` -- "${PROCESS}"`),
     ...rootDiskArgs(dir, image.dir),
   ];
 }
@@ -350,7 +287,7 @@ async function main(): Promise<void> {
     console.log(`boot bench skipped: ${images}`);
     return;
   }
-  const baselineImage = baselineInitramfs();
+  const baselineImage = busyboxInitramfs('boot-baseline', BASELINE_INIT, BASELINE_MODULES);
   const dir = mkdtempSync(join(tmpdir(), 'tether-bootbench-'));
   const agents: BootResult[][] = images.map(() => []);
   const baseline: BootResult[] = [];
