@@ -36,6 +36,7 @@ export function agentStatsFrom(
     heapTotalBytes: memory.heapTotal,
     externalBytes: memory.external,
     cpuMicros: cpu.user + cpu.system,
+    cpuSystemMicros: cpu.system,
     threads: Number(fields.get('Threads') ?? 0),
   };
 }

@@ -369,6 +369,8 @@ export interface AgentProcessStats {
   externalBytes: number;
   /** User plus system CPU time since the agent started. */
   cpuMicros: number;
+  /** The system (kernel) part of cpuMicros: system calls, copies, device writes. */
+  cpuSystemMicros: number;
   threads: number;
 }
 
@@ -395,6 +397,7 @@ function checkAgentStats(subsystem: string, value: unknown): AgentProcessStats {
     heapTotalBytes: r.number('heapTotalBytes')!,
     externalBytes: r.number('externalBytes')!,
     cpuMicros: r.number('cpuMicros')!,
+    cpuSystemMicros: r.number('cpuSystemMicros')!,
     threads: r.number('threads')!,
   };
 }

@@ -31,6 +31,7 @@ describe('agent stats', () => {
       heapTotalBytes: 9,
       externalBytes: 3,
       cpuMicros: 2000,
+      cpuSystemMicros: 500,
       threads: 7,
     });
   });
