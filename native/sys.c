@@ -855,29 +855,6 @@ static napi_value js_pipe(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* readInto(fd, buffer) → bytes read, 0 at end of file, -1 when nothing is there yet (EAGAIN): the common
- * "drained" case is a return value, not an exception, since a reader meets it after every burst. */
-static napi_value js_read_into(napi_env env, napi_callback_info info) {
-  GET_ARGS(2);
-  int64_t fd;
-  if (!get_int(env, argv[0], "fd", &fd)) return NULL;
-  if (fd < 0 || fd > 0x7fffffff) return throw_type(env, "fd must be a non-negative integer");
-  void *data;
-  size_t length;
-  bool is_buffer = false;
-  napi_is_buffer(env, argv[1], &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok)
-    return throw_type(env, "buffer must be a Buffer");
-  ssize_t n;
-  do n = read((int)fd, data, length);
-  while (n < 0 && errno == EINTR);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = -1;
-  else if (n < 0) return throw_errno(env, "read", errno);
-  napi_value result;
-  napi_create_int64(env, n, &result);
-  return result;
-}
-
 /* How much more than its size each output chunk counts toward V8's external-memory trigger (see
  * readAvailable): 4 makes V8 collect after about 16 MiB of dead chunks instead of 64. */
 #define EXTERNAL_WEIGHT 4
@@ -958,7 +935,6 @@ NAPI_MODULE_INIT() {
       {"poll", js_poll},
       {"watch", js_watch},
       {"pipe", js_pipe},
-      {"readInto", js_read_into},
       {"readAvailable", js_read_available},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -80,7 +80,6 @@ const SYSCALL_OF: Record<SysCallName, string> = {
   poll: 'poll',
   watch: 'epoll_ctl',
   pipe: 'pipe2',
-  readInto: 'read',
   readAvailable: 'read',
 };
 
@@ -216,9 +215,6 @@ export class FakeSys implements Sys {
   }
   pipe(capacity: number): PipeFds {
     return this.facade.pipe(capacity);
-  }
-  readInto(fd: number, buffer: Buffer): number {
-    return this.facade.readInto(fd, buffer);
   }
   readAvailable(fd: number, max: number): Buffer | null {
     return this.facade.readAvailable(fd, max);
@@ -368,10 +364,6 @@ export class FakeSys implements Sys {
         this.enter('pipe', [capacity]);
         const read = this.nextPipeFd++;
         return { read, write: this.nextPipeFd++, capacity };
-      },
-      readInto: (fd) => {
-        this.enter('readInto', [fd]);
-        return -1;
       },
       readAvailable: (fd, max) => {
         this.enter('readAvailable', [fd, max]);

@@ -175,8 +175,6 @@ export interface Sys {
    * `capacity` bytes where the kernel allows (the result says what it is).
    */
   pipe(capacity: number): PipeFds;
-  /** read(2) into `buffer`: the byte count, 0 at end of file, -1 when nothing is there yet (EAGAIN). */
-  readInto(fd: number, buffer: Buffer): number;
   /**
    * What a pipe holds now (at most `max` bytes) in a Buffer of its own, read straight into it; an empty
    * Buffer at end of file, null when nothing is there yet (EAGAIN).
@@ -240,7 +238,6 @@ export interface SysAddon {
   poll(fd: number, events: number, timeoutMs: number): Promise<number>;
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
   pipe(capacity: number): PipeFds;
-  readInto(fd: number, buffer: Buffer): number;
   readAvailable(fd: number, max: number): Buffer | null;
 }
 
@@ -457,13 +454,6 @@ export function createSys(addon: SysAddon): Sys {
         () => addon.pipe(capacity),
       ),
     // On the output path, called once per burst: no closures unless it fails.
-    readInto: (fd, buffer) => {
-      try {
-        return addon.readInto(fd, buffer);
-      } catch (error) {
-        throw rewrap(`read fd ${fd}`, error);
-      }
-    },
     readAvailable: (fd, max) => {
       try {
         return addon.readAvailable(fd, max);
