@@ -57,7 +57,17 @@ interface BenchVm {
   client: ChannelClient;
   execs: number[];
   spawns: number[];
+  /** stats@tether round trips: a request channel without a process (empty when the agent has none). */
+  requests: number[];
+  hasStats: boolean;
   dispose(): Promise<void>;
+}
+
+/** Milliseconds from opening a stats@tether request to its reply and close: the channel's own cost. */
+async function timeRequest(client: ChannelClient): Promise<number> {
+  const started = performance.now();
+  await client.stats();
+  return performance.now() - started;
 }
 
 // On a busy host the TCG guest's clock watchdog drops the TSC for refined-jiffies, whose 4 ms steps would
@@ -104,7 +114,12 @@ async function bootVm(image: BootImage): Promise<BenchVm> {
     client = await connectVmChannel(vm, { credentials: keys.credentials, timeoutMs: 180_000 });
     for (let i = 0; i < WARMUP; i++) await timeExecTrue(client);
     await guestSpawns(client, BLOCK);
-    return { image, client, execs: [], spawns: [], dispose };
+    // Agents before stats@tether refuse it: their row is left out.
+    const hasStats = await timeRequest(client).then(
+      () => true,
+      () => false,
+    );
+    return { image, client, execs: [], spawns: [], requests: [], hasStats, dispose };
   } catch (error) {
     await dispose();
     throw error;
@@ -124,8 +139,11 @@ async function main(): Promise<void> {
     for (let round = 0; vms[0]!.execs.length < EXECS; round++) {
       const block = Math.min(BLOCK, EXECS - vms[0]!.execs.length);
       for (let k = 0; k < vms.length; k++) {
-        const { client, execs, spawns } = vms[(round + k) % vms.length]!;
-        for (let i = 0; i < block; i++) execs.push(await timeExecTrue(client));
+        const { client, execs, spawns, requests, hasStats } = vms[(round + k) % vms.length]!;
+        for (let i = 0; i < block; i++) {
+          execs.push(await timeExecTrue(client));
+          if (hasStats) requests.push(await timeRequest(client));
+        }
         spawns.push(...(await guestSpawns(client, block)));
       }
     }
@@ -150,7 +168,7 @@ async function main(): Promise<void> {
     printTable(
       'ms per command (ratio = against the same guest spawning /bin/true, same run)',
       ['case', 'p50 ms', 'p99 ms', 'p50 ratio', 'p99 ratio'],
-      vms.flatMap(({ image, execs, spawns }) => [
+      vms.flatMap(({ image, execs, spawns, requests }) => [
         [
           `${image.label}, guest: sh spawns /bin/true`,
           fixed(p50(spawns)),
@@ -165,12 +183,27 @@ async function main(): Promise<void> {
           ratio(p50(execs), p50(spawns)),
           ratio(p99(execs), p99(spawns)),
         ],
+        ...(requests.length > 0
+          ? [
+              [
+                `${image.label}, channel: stats request, no process (open → reply → close)`,
+                fixed(p50(requests)),
+                fixed(p99(requests)),
+                ratio(p50(requests), p50(spawns)),
+                ratio(p99(requests), p99(spawns)),
+              ],
+            ]
+          : []),
       ]),
     );
     console.log('');
-    for (const { image, execs, spawns } of vms)
+    for (const { image, execs, spawns, requests } of vms)
       console.log(
-        `${image.label}: exec overhead over a guest spawn, p50 ${fixed(p50(execs) - p50(spawns))} ms`,
+        `${image.label}: exec overhead over a guest spawn, p50 ${fixed(p50(execs) - p50(spawns))} ms` +
+          (requests.length > 0
+            ? `; of an exec, the request channel alone (stats) is ${fixed(p50(requests))} ms and starting ` +
+              `and reaping the process through the helper the other ${fixed(p50(execs) - p50(requests))} ms`
+            : ''),
       );
     if (vms.length === 2) {
       const [a, b] = [vms[0]!, vms[1]!];
