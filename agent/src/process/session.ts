@@ -298,11 +298,14 @@ export class Session extends EventEmitter<SessionEvents> {
     };
     try {
       this.#output.push(new PipeReader(sys, stdoutFd, (chunk) => this.emit('stdout', chunk), ended));
+      this.#output.push(new PipeReader(sys, stderrFd, (chunk) => this.emit('stderr', chunk), ended));
     } catch (error) {
+      // No watch (epoll refused): a process nobody reads must not run on unseen; its group goes too.
+      for (const reader of this.#output) reader.destroy();
       closeFds(stderrFd);
+      child.kill('SIGKILL');
       throw error;
     }
-    this.#output.push(new PipeReader(sys, stderrFd, (chunk) => this.emit('stderr', chunk), ended));
     child.stdin?.on('error', () => {
       // EPIPE: the process closed its stdin; later input is discarded like a shell pipeline's.
     });
