@@ -170,22 +170,6 @@ export interface Sys {
    * alive. A throw in `onEvents` is an uncaught exception, as in any event-loop callback.
    */
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
-  /**
-   * A pipe for a child's output: both ends close-on-exec, the read end non-blocking, its capacity raised to
-   * `capacity` bytes where the kernel allows (the result says what it is).
-   */
-  pipe(capacity: number): PipeFds;
-  /**
-   * What a pipe holds now (at most `max` bytes) in a Buffer of its own, read straight into it; an empty
-   * Buffer at end of file, null when nothing is there yet (EAGAIN).
-   */
-  readAvailable(fd: number, max: number): Buffer | null;
-}
-
-export interface PipeFds {
-  read: number;
-  write: number;
-  capacity: number;
 }
 
 /** A failed system call: `errno` (number), `errnoName` ('EINVAL') and `syscall` say which and why. */
@@ -237,8 +221,6 @@ export interface SysAddon {
   ifList(): NetInterface[];
   poll(fd: number, events: number, timeoutMs: number): Promise<number>;
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
-  pipe(capacity: number): PipeFds;
-  readAvailable(fd: number, max: number): Buffer | null;
 }
 
 interface NativeErrnoError extends Error {
@@ -448,19 +430,6 @@ export function createSys(addon: SysAddon): Sys {
         () => `watch fd ${fd} for ${flagNames(events, POLL_FLAGS) || 'POLLHUP|POLLERR'} in the event loop`,
         () => addon.watch(fd, events, onEvents),
       ),
-    pipe: (capacity) =>
-      call(
-        () => `create a pipe of ${capacity} bytes`,
-        () => addon.pipe(capacity),
-      ),
-    // On the output path, called once per burst: no closures unless it fails.
-    readAvailable: (fd, max) => {
-      try {
-        return addon.readAvailable(fd, max);
-      } catch (error) {
-        throw rewrap(`read fd ${fd}`, error);
-      }
-    },
   };
 }
 
