@@ -194,7 +194,9 @@ export class ChannelClient {
     let hostKeyMismatch = false;
     await new Promise<void>((resolve, reject) => {
       ssh.once('ready', () => resolve());
-      ssh.once('error', (error) =>
+      // `on`, not `once`: ssh2 can report a second error before ready (a handshake timeout, then "Connection
+      // lost before handshake"), and an unheard 'error' would crash the caller. Only the first one counts.
+      ssh.on('error', (error) =>
         reject(
           hostKeyMismatch
             ? new TetherError(
