@@ -823,100 +823,6 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* ---------------------------------------------------------------- output sockets */
-
-/* outputSocket(capacity) → {read, write, capacity}: a unix stream socket pair for a child's stdout or stderr
- * (the child gets `write`, the agent reads `read`), both ends close-on-exec (spawn's dup2 gives the child a
- * copy without it), the agent's end non-blocking (the child's must stay blocking: a program that finds
- * EAGAIN on its stdout fails). A socket pair, as Node makes for 'pipe', and not a pipe: a pipe's reader
- * takes the pipe's mutex, and a writer that splices into the pipe from a slow source (busybox `cat` uses
- * sendfile from its stdin) holds that mutex while it waits, so the agent's read would block the event loop
- * until the source sends, which may be never. The child's send buffer is raised to `capacity` (forced where
- * the agent may, else as far as net.core.wmem_max allows) so that a fast writer fills more before it
- * blocks and each read takes more at once; `capacity` in the result says what it is. */
-static napi_value js_output_socket(napi_env env, napi_callback_info info) {
-  GET_ARGS(1);
-  int64_t capacity;
-  if (!get_int(env, argv[0], "capacity", &capacity)) return NULL;
-  if (capacity < 0 || capacity > 0x3fffffff) return throw_type(env, "capacity must be a byte count");
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return throw_errno(env, "socketpair", errno);
-  int flags = fcntl(fds[0], F_GETFL);
-  if (flags < 0 || fcntl(fds[0], F_SETFL, flags | O_NONBLOCK) != 0) {
-    int err = errno;
-    close(fds[0]);
-    close(fds[1]);
-    return throw_errno(env, "fcntl", err);
-  }
-  if (capacity > 0) {
-    int size = (int)capacity;
-    if (setsockopt(fds[1], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
-      (void)setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  }
-  int actual = 0;
-  socklen_t length = sizeof actual;
-  if (getsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &actual, &length) != 0) actual = 0;
-  napi_value obj;
-  napi_create_object(env, &obj);
-  set_int(env, obj, "read", fds[0]);
-  set_int(env, obj, "write", fds[1]);
-  set_int(env, obj, "capacity", actual);
-  return obj;
-}
-
-/* How much more than its size each output chunk counts toward V8's external-memory trigger (see
- * readAvailable): 4 makes V8 collect after about 16 MiB of dead chunks instead of 64. */
-#define EXTERNAL_WEIGHT 4
-
-/* The finalizer of readAvailable's Buffers; the hint is the byte count it reported to V8. */
-static void free_buffer(napi_env env, void *data, void *hint) {
-  int64_t adjusted;
-  napi_adjust_external_memory(env, -(int64_t)(intptr_t)hint * EXTERNAL_WEIGHT, &adjusted);
-  free(data);
-}
-
-/* readAvailable(fd, max) → a Buffer of what the socket (or pipe) holds now (at most `max` bytes), read straight into
- * it: no scratch buffer and no second copy, which matters where every user-space copy is emulated. An empty
- * Buffer at end of file; null when nothing is there yet (EAGAIN). */
-static napi_value js_read_available(napi_env env, napi_callback_info info) {
-  GET_ARGS(2);
-  int64_t fd, max;
-  if (!get_int(env, argv[0], "fd", &fd)) return NULL;
-  if (!get_int(env, argv[1], "max", &max)) return NULL;
-  if (fd < 0 || fd > 0x7fffffff) return throw_type(env, "fd must be a non-negative integer");
-  if (max < 1 || max > 0x7fffffff) return throw_type(env, "max must be a positive byte count");
-  int available = 0;
-  if (ioctl((int)fd, FIONREAD, &available) != 0 || available <= 0) available = 1; /* EOF or EAGAIN: read says */
-  size_t want = (size_t)(available < max ? available : max);
-  /* malloc, not napi_create_buffer: Node zero-fills a new Buffer, and under emulation that memset costs as
-   * much as the read's own copy. The Buffer owns the memory and frees it when collected. */
-  char *data = malloc(want);
-  if (data == NULL) return throw_errno(env, "malloc", ENOMEM);
-  ssize_t n;
-  do n = read((int)fd, data, want);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) {
-    int err = errno;
-    free(data);
-    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return null_value(env);
-    if (n < 0) return throw_errno(env, "read", err);
-    napi_value empty;
-    napi_create_buffer(env, 0, NULL, &empty);
-    return empty;
-  }
-  napi_value buffer;
-  if (napi_create_external_buffer(env, (size_t)n, data, free_buffer, (void *)(intptr_t)n, &buffer) != napi_ok) {
-    free(data);
-    return throw_errno(env, "napi_create_external_buffer", ENOMEM);
-  }
-  /* Tell V8 what it holds, weighted: V8 collects once external memory has grown by about 64 MiB since its
-   * last full collection, and output chunks die young (once the log port has them), so counted at face
-   * value up to 64 MiB of dead chunks would sit in the agent's RSS between collections. */
-  int64_t adjusted;
-  napi_adjust_external_memory(env, n * EXTERNAL_WEIGHT, &adjusted);
-  return buffer;
-}
-
 /* ---------------------------------------------------------------- module */
 
 NAPI_MODULE_INIT() {
@@ -943,8 +849,6 @@ NAPI_MODULE_INIT() {
       {"ifList", js_if_list},
       {"poll", js_poll},
       {"watch", js_watch},
-      {"outputSocket", js_output_socket},
-      {"readAvailable", js_read_available},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

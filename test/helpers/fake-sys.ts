@@ -14,7 +14,6 @@ import {
   createSys,
   SYS,
   type FdWatch,
-  type OutputSocketFds,
   type ModuleLoad,
   type NetInterface,
   type RLimit,
@@ -79,8 +78,6 @@ const SYSCALL_OF: Record<SysCallName, string> = {
   ifList: 'if_nameindex',
   poll: 'poll',
   watch: 'epoll_ctl',
-  outputSocket: 'socketpair',
-  readAvailable: 'read',
 };
 
 /** A watch the fake holds: `emit` (or FakeSys.emit) stands in for the kernel reporting a change. */
@@ -120,7 +117,6 @@ export class FakeSys implements Sys {
   /** poll results in order; when empty, poll resolves to `defaultRevents`. */
   readonly pollResults: number[] = [];
   defaultRevents = SYS.POLLIN;
-  nextPipeFd = 1000;
   /** Every watch() made, open or closed, oldest first. */
   readonly watches: FakeWatch[] = [];
   /** The fake CLOCK_BOOTTIME; each read advances it by `clockStepMs`. */
@@ -212,12 +208,6 @@ export class FakeSys implements Sys {
   }
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch {
     return this.facade.watch(fd, events, onEvents);
-  }
-  outputSocket(capacity: number): OutputSocketFds {
-    return this.facade.outputSocket(capacity);
-  }
-  readAvailable(fd: number, max: number): Buffer | null {
-    return this.facade.readAvailable(fd, max);
   }
 
   /** Reports `revents` to the open watches of `fd` (synchronously); returns how many heard it. */
@@ -358,16 +348,6 @@ export class FakeSys implements Sys {
             watch.closed = true;
           },
         };
-      },
-      // Pipes are never read in the boot tests: numbered fds, and nothing to read.
-      outputSocket: (capacity) => {
-        this.enter('outputSocket', [capacity]);
-        const read = this.nextPipeFd++;
-        return { read, write: this.nextPipeFd++, capacity };
-      },
-      readAvailable: (fd, max) => {
-        this.enter('readAvailable', [fd, max]);
-        return null;
       },
     };
   }

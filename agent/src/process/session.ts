@@ -5,15 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { closeSync } from 'node:fs';
 import { constants } from 'node:os';
 import * as pty from 'node-pty';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import type { TerminalSize } from '../../../protocol/src/requests/requests.ts';
 import { FORWARD_SIGKILL, isRelayed, isolationArgs, type Isolation } from '../container/isolation.ts';
-import { realSys, type OutputSocketFds, type Sys } from '../sys/sys.ts';
 import { exitStatusFrom, signalNumber, type ExitStatus } from './exit-status.ts';
-import { OUTPUT_READ_BYTES, OutputReader } from './output-reader.ts';
 import type { ResolvedUser } from './users.ts';
 
 export interface SessionSpec {
@@ -34,8 +31,6 @@ export interface SpawnContext {
   helperPath: string;
   /** Where exec sessions run: the container the main process made, at the moment of the request. */
   execIsolation?: () => Isolation | undefined;
-  /** The system calls for the output sockets (tests pass their own); the real ones by default. */
-  sys?: Sys;
 }
 
 /** How long output may keep flowing after the process exits (a grandchild may hold stdout open). */
@@ -74,17 +69,6 @@ export function mergeEnv(...lists: string[][]): string[] {
   return Object.entries(envObject(lists.flat())).map(([key, value]) => `${key}=${value}`);
 }
 
-/** Closes descriptors that may already be closed (cleanup paths). */
-function closeFds(...fds: number[]): void {
-  for (const fd of fds) {
-    try {
-      closeSync(fd);
-    } catch {
-      // Already closed.
-    }
-  }
-}
-
 function describeCommand(spec: SessionSpec): string {
   return JSON.stringify(spec.argv[0] ?? '');
 }
@@ -116,7 +100,6 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #relayed: boolean;
   #exit: ExitStatus | undefined;
   #child: ChildProcess | undefined;
-  #output: OutputReader[] = [];
   #terminal: pty.IPty | undefined;
   #stdinOpen: boolean;
 
@@ -145,33 +128,24 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#watchTerminal(terminal);
       if (!spec.stdin) terminal.write(END_OF_TRANSMISSION);
     } else {
-      const sys = context.sys ?? realSys();
-      // stdout and stderr are our own socket pairs, read in big bursts (see output-reader.ts), not Node's.
-      const sockets: OutputSocketFds[] = [];
       let child: ChildProcess;
       try {
-        sockets.push(sys.outputSocket(OUTPUT_READ_BYTES), sys.outputSocket(OUTPUT_READ_BYTES));
         child = spawn(context.helperPath, args, {
           env: envObject(spec.env),
           cwd: '/',
-          stdio: [spec.stdin ? 'pipe' : 'ignore', sockets[0]!.write, sockets[1]!.write],
+          stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
           // Its own session and process group, so that signals to the group reach the whole tree.
           detached: true,
         });
       } catch (error) {
-        for (const socket of sockets) closeFds(socket.read, socket.write);
         // E2BIG and other errors of execve itself are thrown here.
         throw spawnFailed(context.helperPath, spec, error);
-      } finally {
-        // The child has its copies; ours must go, or the sockets would never reach end of file.
-        for (const socket of sockets) closeFds(socket.write);
       }
       // EMFILE, ENFILE, EAGAIN, ENOENT, EACCES come as an 'error' event on the next tick, with no pid:
       // unheard, that event would kill the agent.
       child.on('error', () => {});
       if (child.pid === undefined) {
-        child.stdin?.destroy();
-        for (const socket of sockets) closeFds(socket.read);
+        for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
         throw new TetherError(
           'TETHER_SPAWN_FAILED',
           `could not start ${describeCommand(spec)}: the system refused a new process or its pipes ` +
@@ -181,7 +155,7 @@ export class Session extends EventEmitter<SessionEvents> {
       }
       this.pid = child.pid;
       this.#child = child;
-      this.#watchChild(child, sys, sockets[0]!.read, sockets[1]!.read);
+      this.#watchChild(child);
     }
   }
 
@@ -263,17 +237,20 @@ export class Session extends EventEmitter<SessionEvents> {
       this.kill('SIGHUP');
       return;
     }
-    for (const reader of this.#output) reader.destroy();
+    this.#child?.stdout?.destroy();
+    this.#child?.stderr?.destroy();
   }
 
   pauseOutput(): void {
     if (this.#terminal) this.#terminal.pause();
-    for (const reader of this.#output) reader.pause();
+    this.#child?.stdout?.pause();
+    this.#child?.stderr?.pause();
   }
 
   resumeOutput(): void {
     if (this.#terminal) this.#terminal.resume();
-    for (const reader of this.#output) reader.resume();
+    this.#child?.stdout?.resume();
+    this.#child?.stderr?.resume();
   }
 
   #finish(status: ExitStatus): void {
@@ -282,44 +259,27 @@ export class Session extends EventEmitter<SessionEvents> {
     this.emit('exit', status);
   }
 
-  #watchChild(child: ChildProcess, sys: Sys, stdoutFd: number, stderrFd: number): void {
-    let status: ExitStatus | undefined;
-    let grace: NodeJS.Timeout | undefined;
-    let open = 2;
-    // Done when the process has exited and both sockets reached end of file (no byte follows the exit).
-    const settle = (): void => {
-      if (status === undefined || open > 0) return;
-      clearTimeout(grace);
-      this.#finish(status);
-    };
-    const ended = (): void => {
-      open--;
-      settle();
-    };
-    try {
-      this.#output.push(new OutputReader(sys, stdoutFd, (chunk) => this.emit('stdout', chunk), ended));
-      this.#output.push(new OutputReader(sys, stderrFd, (chunk) => this.emit('stderr', chunk), ended));
-    } catch (error) {
-      // No watch (epoll refused): a process nobody reads must not run on unseen; its group goes too.
-      for (const reader of this.#output) reader.destroy();
-      closeFds(stderrFd);
-      child.kill('SIGKILL');
-      throw error;
-    }
+  #watchChild(child: ChildProcess): void {
+    child.stdout!.on('data', (chunk: Buffer) => this.emit('stdout', chunk));
+    child.stderr!.on('data', (chunk: Buffer) => this.emit('stderr', chunk));
     child.stdin?.on('error', () => {
       // EPIPE: the process closed its stdin; later input is discarded like a shell pipeline's.
     });
+    let status: ExitStatus | undefined;
+    let grace: NodeJS.Timeout | undefined;
     child.on('exit', (code, signal) => {
       status = exitStatusFrom(code, signal);
-      if (open === 0) {
-        settle();
-        return;
-      }
       // A grandchild may keep stdout open forever: report the exit after a grace period regardless.
       grace = setTimeout(() => {
-        for (const reader of this.#output) reader.destroy();
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        this.#finish(status!);
       }, OUTPUT_GRACE_MS);
       grace.unref();
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(grace);
+      this.#finish(status ?? exitStatusFrom(code, signal));
     });
   }
 

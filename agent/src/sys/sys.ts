@@ -170,25 +170,6 @@ export interface Sys {
    * alive. A throw in `onEvents` is an uncaught exception, as in any event-loop callback.
    */
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
-  /**
-   * A unix socket pair for a child's output (a pipe's mutex could block the agent: see native/sys.c): both
-   * ends close-on-exec, the agent's end non-blocking, the child's send buffer raised to `capacity` bytes
-   * where the kernel allows (the result says what it is).
-   */
-  outputSocket(capacity: number): OutputSocketFds;
-  /**
-   * What a socket or pipe holds now (at most `max` bytes) in a Buffer of its own, read straight into it; an empty
-   * Buffer at end of file, null when nothing is there yet (EAGAIN).
-   */
-  readAvailable(fd: number, max: number): Buffer | null;
-}
-
-export interface OutputSocketFds {
-  /** The agent's end. */
-  read: number;
-  /** The child's end (its stdout or stderr). */
-  write: number;
-  capacity: number;
 }
 
 /** A failed system call: `errno` (number), `errnoName` ('EINVAL') and `syscall` say which and why. */
@@ -240,8 +221,6 @@ export interface SysAddon {
   ifList(): NetInterface[];
   poll(fd: number, events: number, timeoutMs: number): Promise<number>;
   watch(fd: number, events: number, onEvents: (revents: number) => void): FdWatch;
-  outputSocket(capacity: number): OutputSocketFds;
-  readAvailable(fd: number, max: number): Buffer | null;
 }
 
 interface NativeErrnoError extends Error {
@@ -451,19 +430,6 @@ export function createSys(addon: SysAddon): Sys {
         () => `watch fd ${fd} for ${flagNames(events, POLL_FLAGS) || 'POLLHUP|POLLERR'} in the event loop`,
         () => addon.watch(fd, events, onEvents),
       ),
-    outputSocket: (capacity) =>
-      call(
-        () => `create an output socket pair of ${capacity} bytes`,
-        () => addon.outputSocket(capacity),
-      ),
-    // On the output path, called once per burst: no closures unless it fails.
-    readAvailable: (fd, max) => {
-      try {
-        return addon.readAvailable(fd, max);
-      } catch (error) {
-        throw rewrap(`read fd ${fd}`, error);
-      }
-    },
   };
 }
 

@@ -37,8 +37,8 @@ export interface LogPortWriterOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** Payload bytes per frame: as large as the format allows, so a fast writer costs few frames (each a header write and a turn of the pump). */
-const FRAME_PAYLOAD_BYTES = MAX_LOG_PAYLOAD;
+/** Payload bytes per frame: small enough that a frame's remainder stays a modest copy-free view. */
+const FRAME_PAYLOAD_BYTES = Math.min(256 * 1024, MAX_LOG_PAYLOAD);
 const RETRY_MS = 50;
 const RETRY_MAX_MS = 1000;
 
