@@ -25,7 +25,7 @@ help: ## show this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 .PHONY: build
-build: bin/tether bin/tetherctl bin/tetherd bin/tether-exec build/native/sys.node ## build the agent, tetherctl, tetherd, the exec helper and the addon the --dev agent loads
+build: bin/tether bin/tetherctl bin/tetherd bin/tether-exec ## build the agent, tetherctl, tetherd and the exec helper into bin/
 
 bin/tether: node_modules/.package-lock.json $(TS_SOURCES)
 	@mkdir -p bin
