@@ -139,9 +139,16 @@ export function serveSubsystem(
       return;
     case statsRequest.subsystem:
       readParams(statsRequest, channel, (params) => {
-        const cgroup = services.containerCgroup?.();
-        const container = cgroup === undefined ? undefined : readContainerStats(cgroup);
-        const agent = readAgentStats(params.resetPeak ?? false);
+        let agent;
+        let container;
+        try {
+          const cgroup = services.containerCgroup?.();
+          container = cgroup === undefined ? undefined : readContainerStats(cgroup);
+          agent = readAgentStats(params.resetPeak ?? false);
+        } catch (error) {
+          fail(statsRequest, channel, error);
+          return;
+        }
         channel.write(encodeReply(statsRequest, { ok: { agent, ...(container ? { container } : {}) } }));
         channel.exit(0);
         channel.end();
