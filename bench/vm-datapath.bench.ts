@@ -25,15 +25,13 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChannelClient } from '../hostside/src/channel/client.ts';
 import { connectVmChannel } from '../hostside/src/vm/channel-connect.ts';
-import { generateChannelKeys } from '../hostside/src/vm/channel-keys.ts';
 import { QemuDriver } from '../hostside/src/vm/qemu/qemu-driver.ts';
-import type { AgentConfig } from '../protocol/src/config/config.ts';
 import type { StatsResult } from '../protocol/src/requests/requests.ts';
 import { baseQemuArgs, busyboxInitramfs } from './lib/baseline-vm.ts';
 import { execOutput } from './lib/channel-exec.ts';
 import { LogFileCounter } from './lib/log-file-counter.ts';
 import { describeMachine, fixed, median, printTable, ratio, REPO } from './lib/harness.ts';
-import { bootImages, describeImages } from './lib/vm-image.ts';
+import { bootImages, describeImages, startImageVm } from './lib/vm-image.ts';
 
 const BYTES = Number(process.env['BENCH_BYTES'] ?? 256 * 1024 * 1024);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -233,30 +231,10 @@ async function main(): Promise<void> {
   }
   const image = images[0]!;
   const dir = mkdtempSync(join(tmpdir(), 'tether-bench-datapath-'));
-  const id = `bench-${Date.now().toString(36)}`;
-  const keys = generateChannelKeys(id);
   const driver = new QemuDriver({ kernelArgs: ['tsc=reliable'] });
-  const config: AgentConfig = {
-    version: 1,
-    id,
-    hostname: 'bench',
-    storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
-    network: driver.guestNetwork(),
-    channel: { hostKey: keys.agentHostKey, authorizedKeys: [keys.clientPublicKey] },
-    process: { argv: ['sh', '-c', MAIN_SCRIPT] },
-    powerOffOnExit: true,
-  };
   const baseline = new BaselineVm(dir, image.dir);
   mkdirSync(join(dir, 'agent'));
-  const vm = await driver.start({
-    id,
-    stateDir: join(dir, 'agent'),
-    kernel: join(image.dir, 'vmlinuz'),
-    initramfs: join(image.dir, 'initramfs.cpio.gz'),
-    runtimeDisk: join(image.dir, 'runtime.img'),
-    rootDisk: join(image.dir, 'busybox.img'),
-    config: Buffer.from(JSON.stringify(config)),
-  });
+  const { vm, keys } = await startImageVm(driver, image, join(dir, 'agent'), ['sh', '-c', MAIN_SCRIPT]);
   let client: ChannelClient | undefined;
   const raw: number[] = [];
   const main: number[] = [];
@@ -335,6 +313,15 @@ async function main(): Promise<void> {
     const rawMs = median(raw);
     const mainMs = median(main);
     const execMs = median(exec.map((e) => e.flowMs));
+    const streamRow = (name: string, ms: number, cpu: number[], system: number[], goal: string): string[] => [
+      name,
+      fixed(ms, 0),
+      rate(ms),
+      ratio(rawMs, ms),
+      fixed(median(cpu), 0),
+      fixed(median(system), 0),
+      goal,
+    ];
     console.log(
       `vm data path: ${describeImages([image])}; microvm, TCG, 256 MiB, ${mib(BYTES)} MiB per stream, ` +
         `${ROUNDS} rounds; ${describeMachine()}`,
@@ -351,24 +338,8 @@ async function main(): Promise<void> {
           '-',
           '',
         ],
-        [
-          'agent: main stdout → log port → host file',
-          fixed(mainMs, 0),
-          rate(mainMs),
-          ratio(rawMs, mainMs),
-          fixed(median(mainCpu), 0),
-          fixed(median(mainSystem), 0),
-          '≥ 0.80x',
-        ],
-        [
-          'agent: exec stdout → channel → client',
-          fixed(execMs, 0),
-          rate(execMs),
-          ratio(rawMs, execMs),
-          fixed(median(execCpu), 0),
-          fixed(median(execSystem), 0),
-          '≥ 0.50x',
-        ],
+        streamRow('agent: main stdout → log port → host file', mainMs, mainCpu, mainSystem, '≥ 0.80x'),
+        streamRow('agent: exec stdout → channel → client', execMs, execCpu, execSystem, '≥ 0.50x'),
       ],
     );
     console.log(`exec open → exit status: median ${fixed(median(exec.map((e) => e.totalMs)), 0)} ms`);

@@ -15,13 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChannelClient } from '../hostside/src/channel/client.ts';
 import { connectVmChannel } from '../hostside/src/vm/channel-connect.ts';
-import { generateChannelKeys } from '../hostside/src/vm/channel-keys.ts';
 import { QemuDriver } from '../hostside/src/vm/qemu/qemu-driver.ts';
-import { generateStatusKey } from '../hostside/src/vm/status-key.ts';
-import type { AgentConfig } from '../protocol/src/config/config.ts';
 import { execOutput, timeExecTrue } from './lib/channel-exec.ts';
 import { describeMachine, fixed, percentile, printTable, ratio } from './lib/harness.ts';
-import { bootImages, describeImages, type BootImage } from './lib/vm-image.ts';
+import { bootImages, describeImages, startImageVm, type BootImage } from './lib/vm-image.ts';
 
 const EXECS = Number(process.env['BENCH_EXECS'] ?? 50);
 const WARMUP = 5;
@@ -78,31 +75,7 @@ const driver = new QemuDriver({ kernelArgs: ['tsc=reliable'] });
 /** Boots the image with a main process that only waits (the container exec sessions join), connected. */
 async function bootVm(image: BootImage): Promise<BenchVm> {
   const stateDir = mkdtempSync(join(tmpdir(), 'tether-bench-vmexec-'));
-  const id = `bench-${image.label}-${Date.now().toString(36)}`;
-  const keys = generateChannelKeys(id);
-  const config: AgentConfig = {
-    version: 1,
-    id,
-    hostname: 'bench',
-    storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
-    network: driver.guestNetwork(),
-    channel: {
-      hostKey: keys.agentHostKey,
-      authorizedKeys: [keys.clientPublicKey],
-      ...(image.statusKey ? { statusKey: generateStatusKey() } : {}),
-    },
-    process: { argv: ['sleep', '1000000'] },
-    powerOffOnExit: true,
-  };
-  const vm = await driver.start({
-    id,
-    stateDir,
-    kernel: join(image.dir, 'vmlinuz'),
-    initramfs: join(image.dir, 'initramfs.cpio.gz'),
-    runtimeDisk: join(image.dir, 'runtime.img'),
-    rootDisk: join(image.dir, 'busybox.img'),
-    config: Buffer.from(JSON.stringify(config)),
-  });
+  const { vm, keys } = await startImageVm(driver, image, stateDir, ['sleep', '1000000']);
   let client: ChannelClient | undefined;
   const dispose = async (): Promise<void> => {
     client?.close();

@@ -6,6 +6,11 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { generateChannelKeys, type ChannelKeys } from '../../hostside/src/vm/channel-keys.ts';
+import type { Vm } from '../../hostside/src/vm/driver.ts';
+import type { QemuDriver } from '../../hostside/src/vm/qemu/qemu-driver.ts';
+import { generateStatusKey } from '../../hostside/src/vm/status-key.ts';
+import type { AgentConfig } from '../../protocol/src/config/config.ts';
 import { REPO } from './harness.ts';
 
 export interface BootImage {
@@ -55,4 +60,43 @@ export function describeImages(images: BootImage[]): string {
   return images
     .map((image) => `${image.label} = ${image.dir}${image.statusKey ? '' : ' (agent without status keys)'}`)
     .join('; ');
+}
+
+/**
+ * Boots `image` through the QEMU driver with `argv` as the container's main process, as tetherd would (its
+ * own channel keys, a status key when the agent knows one, power-off when the process ends). The caller
+ * connects with `keys.credentials` and kills and releases the VM.
+ */
+export async function startImageVm(
+  driver: QemuDriver,
+  image: BootImage,
+  stateDir: string,
+  argv: string[],
+): Promise<{ vm: Vm; keys: ChannelKeys }> {
+  const id = `bench-${image.label}-${Date.now().toString(36)}`;
+  const keys = generateChannelKeys(id);
+  const config: AgentConfig = {
+    version: 1,
+    id,
+    hostname: 'bench',
+    storage: { root: { serial: 'tether-root', fstype: 'ext4' } },
+    network: driver.guestNetwork(),
+    channel: {
+      hostKey: keys.agentHostKey,
+      authorizedKeys: [keys.clientPublicKey],
+      ...(image.statusKey ? { statusKey: generateStatusKey() } : {}),
+    },
+    process: { argv },
+    powerOffOnExit: true,
+  };
+  const vm = await driver.start({
+    id,
+    stateDir,
+    kernel: join(image.dir, 'vmlinuz'),
+    initramfs: join(image.dir, 'initramfs.cpio.gz'),
+    runtimeDisk: join(image.dir, 'runtime.img'),
+    rootDisk: join(image.dir, 'busybox.img'),
+    config: Buffer.from(JSON.stringify(config)),
+  });
+  return { vm, keys };
 }
