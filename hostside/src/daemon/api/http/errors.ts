@@ -21,6 +21,9 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   TETHER_REQUEST_INVALID: 400,
   TETHER_IMAGE_INVALID: 400,
   TETHER_USER_UNKNOWN: 400,
+  TETHER_REFERENCE_INVALID: 400,
+  // Docker answers a refused login 401; other registry failures stay 500 as Docker's do.
+  TETHER_REGISTRY_DENIED: 401,
 };
 
 export function statusForError(error: unknown): number {
