@@ -473,11 +473,17 @@ check_fork_bomb() {
     [ $# -gt $most ] && most=$#
     printf 'INFO fork bomb progress: %s processes in view after %s s\n' $# $i
   done
-  # kill -1 spares the probe and PID 1; repeated, as new forks may race a sweep, until no more processes
-  # are in view than before the bomb. `wait` reaps the bomb's first shell (the probe's child); PID 1 reaps
-  # the rest.
+  # kill -1 spares the probe and PID 1. A SIGKILL sweep alone can lose the race: what it missed refills
+  # every free slot before the next one, and a container full of spinning shells starves the whole VM
+  # under TCG (a CI run once spent minutes here). So each round first stops them, three sweeps in a row (a
+  # stopped shell forks no more, so each sweep leaves only what was forked during the one before), then
+  # kills them all, stopped or not; repeated until no more processes are in view than before the bomb.
+  # `wait` reaps the bomb's first shell (the probe's child); PID 1 reaps the rest.
   i=0
   while [ $i -lt 30 ]; do
+    kill -STOP -1 2>/dev/null
+    kill -STOP -1 2>/dev/null
+    kill -STOP -1 2>/dev/null
     kill -9 -1 2>/dev/null
     wait
     pause 1
