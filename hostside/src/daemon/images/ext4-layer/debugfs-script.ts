@@ -260,7 +260,7 @@ export class ScriptGenerator {
         throw unsupported(
           `${this.#what}: ${JSON.stringify(arg)} is not UTF-8, which this tool chain cannot keep`,
         );
-    const line = args.map((arg, i) => (i === 0 || /^-?[\w.]+$/.test(arg) ? arg : quote(arg))).join(' ');
+    const line = args.map((arg, i) => (i === 0 || /^[-@\w.]+$/.test(arg) ? arg : quote(arg))).join(' ');
     if (Buffer.byteLength(line) > LINE_MAX)
       throw unsupported(
         `${this.#what}: the debugfs command for ${JSON.stringify(args[1])} is ${Buffer.byteLength(line)} bytes; debugfs reads at most ${LINE_MAX}`,
