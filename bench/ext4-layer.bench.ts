@@ -37,10 +37,13 @@ async function tarOf(
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
   pack.on('data', (chunk) => chunks.push(chunk as Buffer));
-  const ended = new Promise((resolve) => pack.on('end', resolve));
+  const ended = new Promise<void>((resolve) => pack.on('end', () => resolve()));
   const mtime = new Date(1_700_000_000_000);
   for (const { name, data, type } of entries)
-    pack.entry({ name, type: type ?? 'file', mode: type === 'directory' ? 0o755 : 0o644, mtime }, data);
+    pack.entry(
+      { name, type: type ?? 'file', mode: type === 'directory' ? 0o755 : 0o644, mtime },
+      data ?? Buffer.alloc(0),
+    );
   pack.finalize();
   await ended;
   return Buffer.concat(chunks);
