@@ -71,7 +71,11 @@ export function dockerImageInspect(record: ImageRecord): Record<string, unknown>
     ...(record.osVersion !== undefined ? { OsVersion: record.osVersion } : {}),
     Size: record.size,
     VirtualSize: record.size,
-    GraphDriver: { Name: 'tether-ext4', Data: { RootDisk: record.rootDisk } },
+    // The root disk is the top of a qcow2 chain, one delta per layer (layer-store.ts).
+    GraphDriver: {
+      Name: record.layers.length ? 'tether-qcow2-chain' : 'tether-ext4',
+      Data: { RootDisk: record.rootDisk, LayerCount: String(record.layers.length) },
+    },
     RootFS: { Type: 'layers', Layers: [...record.diffIds] },
     Metadata: { LastTagTime: record.lastTagTime ?? '0001-01-01T00:00:00Z' },
   };

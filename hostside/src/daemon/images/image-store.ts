@@ -1,19 +1,22 @@
 /**
- * tetherd's image store: `docker load` archives in, one flattened root disk (raw ext4) per image out,
- * tags, lookups by reference or id, removal.
+ * tetherd's image store: `docker load` archives and pulled images in, each layer a disk stored once and
+ * shared by every image that has it (layer-store.ts), tags, lookups by reference or id, removal.
  *
  * On disk, under the store's directory (`ROOT/images`):
  *
  *   <hex>/config.json       the image config exactly as loaded (its sha256 is the image id, sha256:<hex>)
  *   <hex>/image.json        what the store adds: unpacked size, load time
- *   <hex>/rootfs.img        the root disk: every layer applied in order, made by init-image/tar-to-ext4.sh
+ *   layers/<chain hex>/     the layer disks (layer-store.ts); an image's root disk is its top layer's, a
+ *                           qcow2 chain down to its lowest layer
+ *   <hex>/rootfs.img        (images loaded before layers were stored apart: one flattened raw disk; still read)
  *   repositories.json       tags: { "name:tag": { id, taggedAt } }
  *   tmp/                    loads in progress and files being replaced; emptied when the store opens
  *
- * An image directory is built whole under tmp/ and renamed into place; repositories.json is replaced
- * atomically, after the images it names exist and before an image it no longer names is deleted. A kill -9
- * at any moment leaves either the old state or the new one: at worst an image without tags (listed as
- * `<none>`), never a torn record nor half an image. One store (one tetherd) per directory.
+ * Layers are published first, bottom up; then an image directory, built whole under tmp/ and renamed into
+ * place; repositories.json is replaced atomically, after the images it names exist and before an image it
+ * no longer names is deleted; layers no image names are removed after that (and whenever the store opens).
+ * A kill -9 at any moment leaves either the old state or the new one: at worst an image without tags
+ * (listed as `<none>`), never a torn record nor half an image. One store (one tetherd) per directory.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,10 +26,12 @@ import { TetherError } from '../../../../protocol/src/errors/errors.ts';
 import { tarToExt4Script } from '../../vm/paths.ts';
 import { spoolArchive } from './archive.ts';
 import { fsyncPath, fsyncTree, publishDirectory, writeFileAtomic } from '../state/atomic-file.ts';
+import { chainIds } from './chain-id.ts';
+import { qcow2LayerDisks, type LayerDiskBuilder, type LayerDiskSession } from './layer-disks.ts';
+import { LayerStore } from './layer-store.ts';
 import { flatSize, LayerTree } from './layer-tree.ts';
 import { plainLayer, scanLayer, writeFlatTar } from './layers.ts';
 import { planImages, type PlannedImage } from './plan.ts';
-import { buildRootDisk } from './root-disk.ts';
 import { fullImageId, idPrefix, normalizeRepoTag, repoTagFor, shortId } from './reference.ts';
 import { ImageConfigDocument, parseDocument } from './schemas.ts';
 
@@ -65,8 +70,10 @@ export interface ImageRecord {
   diffIds: string[];
   /** When a tag last moved onto this image. */
   lastTagTime?: string;
-  /** Absolute path of the raw ext4 root disk (read-only; VMs put an overlay on it). */
+  /** The image's root disk, never written (VMs put a writable layer on it): its top layer's qcow2. */
   rootDisk: string;
+  /** The chain ids of its layers, bottom first (empty for an image stored before layers were). */
+  layers: string[];
 }
 
 /** Whether a container uses the image: its id (or name) to name it in the conflict message, or true. */
@@ -75,8 +82,10 @@ export type ImageInUse = (imageId: string) => string | boolean | undefined;
 export interface ImageStoreOptions {
   /** init-image/tar-to-ext4.sh; default: TETHER_TAR_TO_EXT4 or the repository's. */
   script?: string;
-  /** Turns a flattened root tar into a disk image under `workDir`, returning its path (tests swap it). */
-  makeRootDisk?: (flatTar: string, workDir: string) => Promise<string>;
+  /** Virtual size of a new lowest layer's filesystem (layer-disks.ts's default otherwise). */
+  rootSizeMiB?: number;
+  /** Turns layer tars into disks (default: ext4 in qcow2 deltas; tests swap it). */
+  layerDisks?: LayerDiskBuilder;
   /** Consulted by remove() unless it is given its own. */
   isInUse?: ImageInUse;
   /** Hears of what the store skipped when opening (an image or tag file it could not read back). */
@@ -108,6 +117,8 @@ interface StoredImage {
   config: ImageConfigDocument;
   size: number;
   rootDisk: string;
+  /** Chain ids, bottom first; empty for a flattened image of old (its own rootfs.img). */
+  layers: string[];
 }
 
 /** Pure: the container config of an image config with null fields dropped. */
@@ -123,7 +134,12 @@ export class ImageStore {
   readonly #tmp: string;
   readonly #options: ImageStoreOptions;
   readonly #images = new Map<string, StoredImage>();
+  readonly #layers: LayerStore;
   #tags: TagTable = {};
+  /** Imports run one at a time: they build layers other imports may want to share. */
+  #importing: Promise<unknown> = Promise.resolve();
+  /** Layers an import in progress builds on or has built: never collected under it. */
+  readonly #pinned = new Set<string>();
 
   /** Opens (creating) the store in `dir`, normally `ROOT/images`; what a crash left in tmp/ goes. */
   constructor(dir: string, options: ImageStoreOptions = {}) {
@@ -133,8 +149,16 @@ export class ImageStore {
     mkdirSync(dir, { recursive: true });
     rmSync(this.#tmp, { recursive: true, force: true });
     mkdirSync(this.#tmp);
+    this.#layers = new LayerStore(join(dir, 'layers'), options.warn);
     for (const name of readdirSync(dir)) if (HEX_RE.test(name)) this.#readImage(name);
     this.#readTags();
+    // Layers of an import a crash cut short, or of images deleted while the store was closed.
+    this.#collectLayers();
+  }
+
+  /** The layer disks, for accounting (docker system df). */
+  get layers(): LayerStore {
+    return this.#layers;
   }
 
   get directory(): string {
@@ -228,12 +252,45 @@ export class ImageStore {
       const spool = join(work, 'spool');
       mkdirSync(spool);
       const archive = await spoolArchive(input, spool);
-      const plans = await planImages(archive);
-      const staged = new Map<string, { dir: string; size: number }>();
+      return await this.importImages(await planImages(archive), onProgress);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * How many of these layers (diff ids, bottom first) the store holds already, counted from the bottom: a
+   * pull need not download them.
+   */
+  storedLayerCount(diffIds: readonly string[]): number {
+    return this.#layers.storedCount(chainIds(diffIds));
+  }
+
+  /**
+   * Commits images whose config and layer files are on disk (a load's spool, a pull's downloads): builds
+   * the layers the store lacks, then the images, then their tags. `plan.layers[i].file` may be undefined
+   * for the layers the store holds already (storedLayerCount). All or nothing, as load().
+   */
+  importImages(
+    plans: PlannedImage[],
+    onProgress: (message: string) => void = () => undefined,
+  ): Promise<LoadResult> {
+    const result = this.#importing.then(() => this.#import(plans, onProgress));
+    this.#importing = result.catch(() => undefined);
+    return result;
+  }
+
+  async #import(plans: PlannedImage[], onProgress: (message: string) => void): Promise<LoadResult> {
+    const work = mkdtempSync(join(this.#tmp, 'import-'));
+    const session = this.#layerDisks().session(work);
+    const pinned = plans.flatMap((plan) => chainIds(plan.config.rootfs.diff_ids));
+    for (const chainId of pinned) this.#pinned.add(chainId);
+    try {
+      const staged = new Map<string, { dir: string; size: number; layers: string[] }>();
       for (const plan of plans) {
         const hex = plan.id.slice('sha256:'.length);
         if (this.#images.has(plan.id) || staged.has(hex)) continue;
-        staged.set(hex, await this.#build(plan, work, onProgress));
+        staged.set(hex, await this.#build(plan, work, session, onProgress));
       }
       // From here on nothing awaits, so no other call can slip in between the check and the commit.
       for (const plan of plans)
@@ -242,15 +299,16 @@ export class ImageStore {
             'TETHER_CONFLICT',
             `image ${plan.id} was removed while this load was running: load the archive again`,
           );
-      // Commit: images first, then the tags that name them.
-      for (const [hex, { dir, size }] of staged) {
+      // Commit: images first (their layers are in place), then the tags that name them.
+      for (const [hex, { dir, size, layers }] of staged) {
         const final = join(this.#dir, hex);
         if (!existsSync(final)) publishDirectory(dir, final);
         this.#images.set(`sha256:${hex}`, {
           id: `sha256:${hex}`,
           config: plans.find((plan) => plan.id === `sha256:${hex}`)!.config,
           size,
-          rootDisk: join(final, 'rootfs.img'),
+          rootDisk: this.#layers.disk(layers.at(-1)!),
+          layers,
         });
       }
       const tags = { ...this.#tags };
@@ -271,48 +329,72 @@ export class ImageStore {
       this.#writeTags(tags);
       return { loaded, images: plans.map((plan) => this.#record(this.#images.get(plan.id)!)) };
     } finally {
+      session.close();
       rmSync(work, { recursive: true, force: true });
+      for (const chainId of pinned) this.#pinned.delete(chainId);
+      // A refused import leaves none of the layers it built.
+      this.#collectLayers();
     }
   }
 
+  /** Builds the layers of `plan` the store lacks, bottom up, and stages its image directory. */
   async #build(
     plan: PlannedImage,
     work: string,
+    session: LayerDiskSession,
     onProgress: (message: string) => void,
-  ): Promise<{ dir: string; size: number }> {
+  ): Promise<{ dir: string; size: number; layers: string[] }> {
     const hex = plan.id.slice('sha256:'.length);
     const label = plan.repoTags[0] ?? shortId(plan.id);
-    const tree = new LayerTree();
-    const plainFiles: string[] = [];
-    for (const [index, layer] of plan.layers.entries()) {
-      const what = `image ${label}, layer ${index + 1} of ${plan.layers.length} (${layer.file.name})`;
-      onProgress(`Loading layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)}`);
-      const plain = await plainLayer(
-        layer.file.file,
-        join(work, `${hex}.layer${index}.tar`),
-        layer.file.sha256,
-        what,
+    const chain = chainIds(plan.layers.map((layer) => layer.diffId));
+    if (chain.length === 0)
+      throw new TetherError(
+        'TETHER_IMAGE_UNSUPPORTED',
+        `image ${label} has no layers: there is no root filesystem to run a container in`,
       );
+    const stored = this.#layers.storedCount(chain);
+    for (const [index, layer] of plan.layers.entries()) {
+      if (index < stored) {
+        onProgress(`Layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)} already exists`);
+        continue;
+      }
+      const file = layer.file;
+      const what = `image ${label}, layer ${index + 1} of ${plan.layers.length}${file ? ` (${file.name})` : ''}`;
+      if (!file)
+        throw new TetherError(
+          'TETHER_IMAGE_INVALID',
+          `${what}: the store lacks it and no file was given for it`,
+        );
+      onProgress(`Loading layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)}`);
+      const plainPath = join(work, `layer${index}.tar`);
+      const plain = await plainLayer(file.file, plainPath, file.sha256, what);
       if (plain.diffId !== layer.diffId)
         throw new TetherError(
           'TETHER_IMAGE_INVALID',
           `${what}: its sha256 is ${plain.diffId}, but the config's rootfs.diff_ids[${index}] is ${layer.diffId}`,
         );
-      await scanLayer(tree, index, plain.file, what);
-      plainFiles.push(plain.file);
+      // One layer's own tree: refuses escapes and impossible entries before any disk is touched.
+      const tree = new LayerTree();
+      await scanLayer(tree, 0, plain.file, what);
+      const entries = tree.entries();
+      const parent = index === 0 ? null : chain[index - 1]!;
+      await this.#layers.add(
+        { chainId: chain[index]!, diffId: layer.diffId, parent, size: flatSize(entries) },
+        async (disk) => {
+          if (parent === null) {
+            // The lowest layer: its whiteouts delete nothing, and the flat tar drops them.
+            const flat = join(work, `layer${index}.flat.tar`);
+            await writeFlatTar(entries, [plain.file], flat);
+            await session.base(flat, disk);
+            rmSync(flat, { force: true });
+          } else await session.upper(plain.file, this.#layers.disk(parent), disk);
+        },
+      );
+      if (plain.file !== file.file) rmSync(plain.file, { force: true });
     }
-    const entries = tree.entries();
-    const flat = join(work, `${hex}.flat.tar`);
-    await writeFlatTar(entries, plainFiles, flat);
-    for (const [index, file] of plainFiles.entries())
-      if (file !== plan.layers[index]!.file.file) rmSync(file, { force: true });
-    onProgress(`Building the root disk of ${label}`);
+    const size = chain.reduce((sum, chainId) => sum + (this.#layers.get(chainId)?.size ?? 0), 0);
     const stage = join(work, hex);
     mkdirSync(stage);
-    const disk = await this.#makeRootDisk(flat, work);
-    renameSync(disk, join(stage, 'rootfs.img'));
-    rmSync(flat, { force: true });
-    const size = flatSize(entries);
     writeFileAtomic(join(stage, 'config.json'), plan.configBytes, 0o644, this.#tmp);
     writeFileAtomic(
       join(stage, 'image.json'),
@@ -321,12 +403,24 @@ export class ImageStore {
       this.#tmp,
     );
     fsyncTree(stage);
-    return { dir: stage, size };
+    return { dir: stage, size, layers: chain };
   }
 
-  #makeRootDisk(flatTar: string, workDir: string): Promise<string> {
-    if (this.#options.makeRootDisk) return this.#options.makeRootDisk(flatTar, workDir);
-    return buildRootDisk(this.#options.script ?? tarToExt4Script(), flatTar, workDir);
+  #layerDisks(): LayerDiskBuilder {
+    return (
+      this.#options.layerDisks ??
+      qcow2LayerDisks({
+        script: this.#options.script ?? tarToExt4Script(),
+        ...(this.#options.rootSizeMiB !== undefined ? { rootSizeMiB: this.#options.rootSizeMiB } : {}),
+      })
+    );
+  }
+
+  /** Removes the layers that no image (nor an import in progress) names. */
+  #collectLayers(): void {
+    const keep = new Set(this.#pinned);
+    for (const image of this.#images.values()) for (const chainId of image.layers) keep.add(chainId);
+    this.#layers.collect(keep);
   }
 
   #find(ref: string): StoredImage {
@@ -382,12 +476,13 @@ export class ImageStore {
       diffIds: [...config.rootfs.diff_ids],
       ...(taggedAt !== undefined ? { lastTagTime: taggedAt } : {}),
       rootDisk: image.rootDisk,
+      layers: [...image.layers],
     };
   }
 
   #readImage(hex: string): void {
     const dir = join(this.#dir, hex);
-    const rootDisk = join(dir, 'rootfs.img');
+    const flatDisk = join(dir, 'rootfs.img');
     try {
       const config = parseDocument(
         ImageConfigDocument,
@@ -395,8 +490,16 @@ export class ImageStore {
         `${dir}/config.json`,
       );
       const meta = v.parse(ImageMeta, JSON.parse(readFileSync(join(dir, 'image.json'), 'utf8')));
-      if (!existsSync(rootDisk)) throw new Error('no rootfs.img');
-      this.#images.set(`sha256:${hex}`, { id: `sha256:${hex}`, config, size: meta.size, rootDisk });
+      let layers: string[] = [];
+      let rootDisk = flatDisk;
+      if (!existsSync(flatDisk)) {
+        layers = chainIds(config.rootfs.diff_ids);
+        const missing = layers.find((chainId) => !this.#layers.has(chainId));
+        if (layers.length === 0 || missing !== undefined)
+          throw new Error(`its layer ${missing ?? '(none)'} is not in ${this.#layers.directory}`);
+        rootDisk = this.#layers.disk(layers.at(-1)!);
+      }
+      this.#images.set(`sha256:${hex}`, { id: `sha256:${hex}`, config, size: meta.size, rootDisk, layers });
     } catch (error) {
       // Images are renamed in whole, so this is an edit or a damaged disk: the rest of the store still works.
       this.#options.warn?.(`image ${dir} skipped, it cannot be read back: ${(error as Error).message}`);
@@ -438,6 +541,8 @@ export class ImageStore {
     fsyncPath(this.#dir);
     this.#images.delete(image.id);
     rmSync(trash, { recursive: true, force: true });
+    // A layer leaves the store with the last image that has it.
+    this.#collectLayers();
   }
 }
 

@@ -18,7 +18,8 @@ import {
 } from './schemas.ts';
 
 export interface PlannedLayer {
-  file: SpooledFile;
+  /** The layer's bytes; undefined only for a layer the store holds already (a pull skips its download). */
+  file: SpooledFile | undefined;
   /** The config's rootfs.diff_ids[i]. */
   diffId: string;
 }

@@ -49,31 +49,39 @@ void describe('a kill -9 during docker load', () => {
     writeFileSync(archivePath, archive);
     const full = await runChild(join(temp, 'calibrate'), archivePath);
     t.diagnostic(
-      `a whole load takes ${full} ms (${realDisks ? 'mkfs.ext4' : 'fake disks'}); killing at 10 points from 12% to 120% of that`,
+      `a whole load takes ${full} ms (${realDisks ? 'mkfs.ext4' : 'fake disks'}); killing at 9 points from 12% to 108% of that, and once at 300% (a busy host can make a load slower than the first)`,
     );
     const outcomes: string[] = [];
     for (let step = 1; step <= 10; step++) {
       const dir = join(temp, `store${step}`);
-      await runChild(dir, archivePath, Math.round((full * step * 12) / 100));
+      await runChild(dir, archivePath, Math.round((full * (step < 10 ? step * 12 : 300)) / 100));
       const warnings: string[] = [];
       const store = new ImageStore(dir, { warn: (message) => warnings.push(message) });
       assert.deepEqual(warnings, [], 'everything on disk reads back');
       const images = store.list();
       for (const name of readdirSync(dir))
         assert.ok(
-          /^[0-9a-f]{64}$/.test(name) || name === 'tmp' || name === 'repositories.json',
+          /^[0-9a-f]{64}$/.test(name) || ['tmp', 'layers', 'repositories.json'].includes(name),
           `stray ${name}`,
         );
+      for (const name of readdirSync(join(dir, 'layers')))
+        assert.match(name, /^[0-9a-f]{64}$/, 'no half-built layer is left');
       assert.deepEqual(readdirSync(join(dir, 'tmp')), [], 'tmp/ emptied on open');
       if (images.length === 0) {
         assert.equal(readdirSync(dir).filter((name) => /^[0-9a-f]{64}$/.test(name)).length, 0);
+        assert.deepEqual(readdirSync(join(dir, 'layers')), [], 'no layer without its image');
         outcomes.push('none');
         continue;
       }
       assert.equal(images.length, 1);
       const image = images[0]!;
       assert.equal(image.id, id);
-      assert.ok(statSync(image.rootDisk).size > big.length, 'the whole root disk is there');
+      assert.equal(image.layers.length, 2);
+      assert.ok(existsSync(image.rootDisk), 'the top layer is there');
+      assert.ok(
+        statSync(store.layers.disk(image.layers[0]!)).size > big.length,
+        'the whole lowest layer is there',
+      );
       outcomes.push(image.repoTags.length ? 'tagged' : 'untagged');
       // The store is usable after the crash: the load can be repeated and completes.
       await runChild(dir, archivePath);

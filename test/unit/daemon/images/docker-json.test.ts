@@ -18,7 +18,8 @@ const record: ImageRecord = {
   os: 'linux',
   diffIds: [`sha256:${'cd'.repeat(32)}`],
   lastTagTime: '2026-01-01T00:00:00.000Z',
-  rootDisk: '/var/lib/tether/images/abab/rootfs.img',
+  rootDisk: '/var/lib/tether/images/layers/cdcd/layer.qcow2',
+  layers: [`sha256:${'cd'.repeat(32)}`],
 };
 
 void describe('Docker Engine API image shapes', () => {
@@ -65,7 +66,7 @@ void describe('Docker Engine API image shapes', () => {
       Os: 'linux',
       Size: 2_000_000,
       VirtualSize: 2_000_000,
-      GraphDriver: { Name: 'tether-ext4', Data: { RootDisk: record.rootDisk } },
+      GraphDriver: { Name: 'tether-qcow2-chain', Data: { RootDisk: record.rootDisk, LayerCount: '1' } },
       RootFS: { Type: 'layers', Layers: record.diffIds },
       Metadata: { LastTagTime: '2026-01-01T00:00:00.000Z' },
     });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,6 +10,7 @@ import { isTetherError, type ErrorCode } from '../../../../protocol/src/errors/e
 import { ImageStore, type ImageStoreOptions } from '../../../../hostside/src/daemon/images/image-store.ts';
 import { hasCommand, need, REPO } from '../../../helpers/prerequisites.ts';
 import { dockerSave, listTar, ociLayout, sha256, snapshot, tarOf } from './image-fixtures.ts';
+import { tarLayerDisks } from './tar-layer-disks.ts';
 
 const temp = mkdtempSync(join(tmpdir(), 'tether-images-'));
 after(() => rmSync(temp, { recursive: true, force: true }));
@@ -17,17 +18,9 @@ let stores = 0;
 
 /** A store whose root disk is the flattened tar (no mkfs needed); counts the disks it made. */
 function tarStore(options: ImageStoreOptions = {}): ImageStore & { disksMade: number } {
-  const counter = { disksMade: 0 };
-  const store = new ImageStore(join(temp, `store${stores++}`, 'images'), {
-    makeRootDisk: async (flat, work) => {
-      counter.disksMade++;
-      const out = join(work, 'disk.tar');
-      copyFileSync(flat, out);
-      return out;
-    },
-    ...options,
-  });
-  return Object.defineProperty(store, 'disksMade', { get: () => counter.disksMade }) as ImageStore & {
+  const disks = tarLayerDisks();
+  const store = new ImageStore(join(temp, `store${stores++}`, 'images'), { layerDisks: disks, ...options });
+  return Object.defineProperty(store, 'disksMade', { get: () => disks.disksMade }) as ImageStore & {
     disksMade: number;
   };
 }
@@ -308,7 +301,10 @@ void describe('ImageStore lookups, tags and removal', async () => {
     assert.equal(record.architecture, 'amd64');
     assert.equal(record.os, 'linux');
     assert.equal(record.size, 1);
-    assert.equal(record.rootDisk, join(store.directory, hex, 'rootfs.img'));
+    // The root disk is the top layer's (one layer here), stored apart from the image and keyed by chain id.
+    assert.equal(record.layers.length, 1);
+    assert.equal(record.layers[0], record.diffIds[0], "the lowest layer's chain id is its diff id");
+    assert.equal(record.rootDisk, join(store.directory, 'layers', record.layers[0]!.slice(7), 'layer.qcow2'));
     assert.ok(existsSync(record.rootDisk));
   });
 
@@ -375,7 +371,8 @@ void describe('ImageStore lookups, tags and removal', async () => {
     assert.deepEqual(store.remove('busybox'), ['Untagged: busybox:latest', `Deleted: ${id}`]);
     assert.equal(existsSync(join(store.directory, hex)), false);
     assert.deepEqual(store.list(), []);
-    assert.deepEqual(snapshot(store.directory), ['repositories.json 17', 'tmp/']);
+    // Its layer went with it: no other image had it.
+    assert.deepEqual(snapshot(store.directory), ['layers/', 'repositories.json 17', 'tmp/']);
     assert.deepEqual(new ImageStore(store.directory).list(), []);
   });
 
@@ -402,17 +399,29 @@ void describe('ImageStore lookups, tags and removal', async () => {
 });
 
 const canMakeDisks = () => ({
+  'qemu-img (qemu-utils)': hasCommand('qemu-img'),
   'mkfs.ext4 (e2fsprogs)':
     existsSync('/sbin/mkfs.ext4') || existsSync('/usr/sbin/mkfs.ext4') || hasCommand('mkfs.ext4'),
   'debugfs (e2fsprogs)':
     existsSync('/sbin/debugfs') || existsSync('/usr/sbin/debugfs') || hasCommand('debugfs'),
   'fakeroot (or root)': process.getuid?.() === 0 || hasCommand('fakeroot'),
 });
-const debugfs = (image: string, request: string): string =>
+const debugfsRaw = (image: string, request: string): string =>
   execFileSync(existsSync('/sbin/debugfs') ? '/sbin/debugfs' : 'debugfs', ['-R', request, image], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'ignore'],
   });
+const flattened = new Map<string, string>();
+/** debugfs on what the guest sees: the whole qcow2 chain of the root disk, read back as one raw image. */
+const debugfs = (disk: string, request: string): string => {
+  let raw = flattened.get(disk);
+  if (!raw) {
+    raw = join(temp, `flat-${flattened.size}.raw`);
+    execFileSync('qemu-img', ['convert', '-O', 'raw', disk, raw]);
+    flattened.set(disk, raw);
+  }
+  return debugfsRaw(raw, request);
+};
 
 void describe('root disks (mkfs.ext4)', () => {
   void it('makes an ext4 root disk of the flattened layers', async (t) => {
@@ -436,8 +445,15 @@ void describe('root disks (mkfs.ext4)', () => {
     ]);
     const { archive } = await dockerSave({ layers: [lower, upper], repoTags: ['disk:test'] });
     await store.load(Readable.from([archive]));
-    const disk = store.resolve('disk:test').rootDisk;
-    assert.match(execFileSync('file', ['-b', disk], { encoding: 'utf8' }), /ext4 filesystem/);
+    const record = store.resolve('disk:test');
+    const disk = record.rootDisk;
+    // Two layers, two disks: the upper one a delta over the lower one, which the guest sees as one ext4.
+    assert.equal(record.layers.length, 2);
+    assert.match(
+      execFileSync('qemu-img', ['info', disk], { encoding: 'utf8' }),
+      /backing file: \.\.\/[0-9a-f]{64}\/layer\.qcow2/,
+    );
+    assert.match(debugfs(disk, 'stats'), /Filesystem magic number:\s+0xEF53/);
     const etc = debugfs(disk, 'ls -l /etc');
     assert.match(etc, /100644 \(1\)\s+0\s+0\s+10 .* passwd/);
     assert.doesNotMatch(etc, /hosts/);

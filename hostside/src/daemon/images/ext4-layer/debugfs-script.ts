@@ -538,7 +538,9 @@ export class ScriptGenerator {
 
   /** mode, owners, xattrs now; times now, or at the end for a directory. */
   #metadata(path: string, type: NodeType, meta: Metadata, existed: boolean): void {
-    this.#emit('sif', path, 'mode', `0${(TYPE_BITS[type] | meta.mode).toString(8)}`);
+    // Linux ignores a symlink's permission bits and makes every one 0777 (as tar -x and mkfs -d leave them).
+    const mode = type === 'symlink' ? 0o777 : meta.mode;
+    this.#emit('sif', path, 'mode', `0${(TYPE_BITS[type] | mode).toString(8)}`);
     this.#emit('sif', path, 'uid', String(meta.uid));
     this.#emit('sif', path, 'gid', String(meta.gid));
     for (const [name, data] of meta.xattrs) {
