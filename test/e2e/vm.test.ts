@@ -41,12 +41,14 @@ describe('a container VM: the agent as PID 1', { timeout: 300_000 }, () => {
     if (!box) return t.skip('no VM');
     await box.waitForRecord((r) => r.stage === 'process-started');
     const stages = box.statusRecords().map((r) => `${r.stage} ${r.outcome}`);
-    assert.deepEqual(stages.slice(0, 9), [
+    assert.deepEqual(stages.slice(0, 11), [
       'kernel ok',
       'agent ok',
       'modules ok',
       'config ok',
       'network ok',
+      'root-disk ok',
+      'volumes skipped',
       'storage ok',
       'isolation ok',
       'channel ok',

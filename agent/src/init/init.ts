@@ -31,7 +31,7 @@ import { watchPowerButton } from './power-button.ts';
 import { LogPortWriter } from './ports/log-port.ts';
 import { SerialPort } from './ports/serial-port.ts';
 import { CHANNEL_PORT, LOG_PORT, waitForPorts } from './ports/virtio-ports.ts';
-import { mountStorage, switchRoot, writeContainerFiles } from './rootfs.ts';
+import { mountRootDisk, mountVolumes, switchRoot, writeContainerFiles } from './rootfs.ts';
 
 /** The drivers the agent itself needs; stage0 already loaded virtio, the transport and virtio_blk. */
 const AGENT_MODULES = ['virtio_console', 'qemu_fw_cfg', 'virtio_net', 'button', 'evdev'];
@@ -122,7 +122,7 @@ export class Init {
     if (config.modules?.length) this.#loadModules(config.modules);
 
     await this.#network(config);
-    const rooted = await this.#storage(config);
+    const storageFailure = await this.#storage(config);
     this.#isolation(config);
     const exec = new ExecFactory(
       {
@@ -135,9 +135,11 @@ export class Init {
     );
     this.#exec = exec;
     const log = new OutputLog(OUTPUT_LOG_BYTES);
-    if (config.process && rooted) this.#createMain(config, exec, log);
+    if (config.process && storageFailure === undefined) this.#createMain(config, exec, log);
     else if (config.process)
-      this.#status.report('process-started', 'failed', { detail: 'no root filesystem to run it in' });
+      this.#status.report('process-started', 'failed', {
+        detail: `no root filesystem to run it in: ${storageFailure}`,
+      });
 
     await this.#channel(config, exec, log);
     this.#main?.start();
@@ -188,25 +190,35 @@ export class Init {
     }
   }
 
-  async #storage(config: AgentConfig): Promise<boolean> {
+  /** Mounts the root disk and volumes and switches into them; undefined, or why the container has no root. */
+  async #storage(config: AgentConfig): Promise<string | undefined> {
     if (!config.storage) {
       this.#status.report('storage', 'skipped', {
         detail: 'no storage in the config: running in the runtime root',
       });
-      return true;
+      return undefined;
     }
+    // Each step is its own boot stage, so a missing or damaged disk is named on the host's timeline.
+    let stage: 'root-disk' | 'volumes' | 'storage' = 'root-disk';
     try {
-      const done = await mountStorage(this.#sys, config.storage);
+      const root = await mountRootDisk(this.#sys, config.storage);
+      this.#status.report('root-disk', 'ok', { detail: root });
+      stage = 'volumes';
+      const volumes = await mountVolumes(this.#sys, config.storage);
+      if (volumes.length) this.#status.report('volumes', 'ok', { detail: volumes.join(', ') });
+      else this.#status.report('volumes', 'skipped', { detail: 'no volumes' });
+      stage = 'storage';
       writeContainerFiles('/mnt/root', hostnameFor(config), config.network);
       // The helper stays reachable through PID 1's fd after the runtime disk is out of sight.
       const helperFd = openSync(this.#helperPath, 'r');
       switchRoot(this.#sys);
       this.#helperPath = `/proc/1/fd/${helperFd}`;
-      this.#status.report('storage', 'ok', { detail: done.join(', ') });
-      return true;
+      this.#status.report('storage', 'ok', { detail: 'container files written, switched into its root' });
+      return undefined;
     } catch (error) {
-      this.#status.report('storage', 'failed', { detail: describeError(error) });
-      return false;
+      const detail = describeError(error);
+      this.#status.report(stage, 'failed', { detail });
+      return `${stage} failed: ${detail}`;
     }
   }
 

@@ -13,6 +13,7 @@ import type { AgentConfig } from '../../../protocol/src/config/config.ts';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import { SYS, type Sys } from '../sys/sys.ts';
 import { waitForDisk } from './disks.ts';
+import { mkdirInRoot } from './in-root.ts';
 import { hostsFile, resolvConf } from './network.ts';
 
 type StorageConfig = NonNullable<AgentConfig['storage']>;
@@ -22,25 +23,68 @@ const DISK_TIMEOUT_MS = 10_000;
 /** Mount points the container gets whether or not its image has them. */
 const REQUIRED_DIRS = ['proc', 'sys', 'dev', 'run', 'tmp', 'etc'];
 
-export async function mountStorage(sys: Sys, storage: StorageConfig, root = STAGING_ROOT): Promise<string[]> {
-  const done: string[] = [];
+/**
+ * ext4 mounts skip the kernel's lazy zeroing of inode tables: images and volumes are made with tables
+ * that read as zeros already (sparse files), and the zeroing would cost guest CPU and write up to 128 MiB
+ * per 8 GiB into the container's own layer on the host.
+ */
+const EXT4_DATA = 'noinit_itable';
+
+function mountDisk(
+  sys: Sys,
+  device: string,
+  target: string,
+  fstype: string,
+  flags: number,
+  what: string,
+): void {
+  try {
+    sys.mount(device, target, fstype, flags, fstype === 'ext4' ? EXT4_DATA : null);
+  } catch (error) {
+    throw new TetherError('TETHER_SYSCALL', `${what}: ${describeMountError(error)}`);
+  }
+}
+
+/** A mount failure with what it most likely means for a disk from the host. */
+function describeMountError(error: unknown): string {
+  const message = (error as Error).message;
+  if (/EINVAL|EUCLEAN|EBADMSG|EIO/.test(message))
+    return `${message}: the disk holds no readable filesystem (corrupt, or not made by tetherd); remove and recreate it`;
+  return message;
+}
+
+/** The container's root disk, mounted at `root`; returns what was done. */
+export async function mountRootDisk(sys: Sys, storage: StorageConfig, root = STAGING_ROOT): Promise<string> {
   const device = await waitForDisk(storage.root.serial, DISK_TIMEOUT_MS);
-  sys.mount(device, root, storage.root.fstype ?? 'ext4', 0);
-  done.push(`root ${device} (${storage.root.serial})`);
+  const fstype = storage.root.fstype ?? 'ext4';
+  mountDisk(sys, device, root, fstype, 0, `root disk ${device} (${storage.root.serial})`);
+  return `${device} (${storage.root.serial}, ${fstype})`;
+}
+
+/** The volumes, each on its path inside the mounted root (symlinks resolved inside it); returns what was done. */
+export async function mountVolumes(sys: Sys, storage: StorageConfig, root = STAGING_ROOT): Promise<string[]> {
+  const done: string[] = [];
   for (const volume of storage.volumes ?? []) {
-    const volumeDevice = await waitForDisk(volume.serial, DISK_TIMEOUT_MS);
-    const target = join(root, volume.target);
+    const device = await waitForDisk(volume.serial, DISK_TIMEOUT_MS);
+    let target: string;
     try {
-      mkdirSync(target, { recursive: true });
+      target = mkdirInRoot(root, volume.target);
     } catch (error) {
       throw new TetherError(
         'TETHER_SYSCALL',
-        `volume ${volume.serial}: cannot create mount point ${volume.target} in the root filesystem: ${(error as Error).message}`,
+        `volume ${volume.serial}: cannot make the mount point ${volume.target} in the root filesystem: ${(error as Error).message}`,
       );
     }
-    const flags = volume.readOnly ? SYS.MS_RDONLY : 0;
-    sys.mount(volumeDevice, target, volume.fstype ?? 'ext4', flags);
-    done.push(`volume ${volumeDevice} (${volume.serial}) on ${volume.target}${volume.readOnly ? ' ro' : ''}`);
+    const fstype = volume.fstype ?? 'ext4';
+    mountDisk(
+      sys,
+      device,
+      target,
+      fstype,
+      volume.readOnly ? SYS.MS_RDONLY : 0,
+      `volume ${device} (${volume.serial}) on ${volume.target}`,
+    );
+    done.push(`${device} (${volume.serial}) on ${volume.target}${volume.readOnly ? ' ro' : ''}`);
   }
   return done;
 }

@@ -19,11 +19,13 @@ import { registerStreamRoutes } from './api/docker/streams.ts';
 import { registerSystemRoutes } from './api/docker/system.ts';
 import { registerTopRoute } from './api/docker/top.ts';
 import { registerVolumeRoutes } from './api/docker/volumes.ts';
+import { registerDiskUsageRoute } from './api/docker/disk-usage.ts';
 import { Router } from './api/http/router.ts';
 import { registerTetherRoutes } from './api/tether/routes.ts';
 import { EventBus } from './containers/events.ts';
 import { ContainerManager, MAX_ROOT_PATH_BYTES } from './containers/manager.ts';
 import { ImageStore } from './images/index.ts';
+import { VolumeStore } from './volumes/volume-store.ts';
 
 export interface DaemonOptions {
   root: string;
@@ -68,12 +70,15 @@ export class Daemon {
     mkdirSync(root, { recursive: true, mode: 0o700 });
     await refuseSecondDaemon(options.socket);
     const events = new EventBus();
-    const images = new ImageStore(join(root, 'images'), { script: options.tarToExt4Script });
+    const warn = (message: string): void => log.warn(message);
+    const images = new ImageStore(join(root, 'images'), { script: options.tarToExt4Script, warn });
+    const volumes = new VolumeStore(join(root, 'volumes'), { warn });
     const manager = await ContainerManager.open({
       root,
       driver: options.driver,
       bootImage: options.bootImage,
       images,
+      volumes,
       events,
       logger: log,
       ...(options.bootTimeoutMs !== undefined ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
@@ -93,7 +98,8 @@ export class Daemon {
     registerTopRoute(router, manager);
     registerImageRoutes(router, images, manager, events);
     registerNetworkRoutes(router, networks, events);
-    registerVolumeRoutes(router);
+    registerVolumeRoutes(router, { volumes, manager, events });
+    registerDiskUsageRoute(router, { images, volumes, manager });
     registerTetherRoutes(router, manager);
     events.on('event', (event) => {
       if (event.Action === 'destroy') execs.prune((id) => manager.list().some((c) => c.id === id));

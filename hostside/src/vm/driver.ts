@@ -12,6 +12,13 @@ import type { AgentConfig } from '../../../protocol/src/config/config.ts';
 export const RUNTIME_DISK_SERIAL = 'tether-runtime';
 export const ROOT_DISK_SERIAL = 'tether-root';
 export const CHANNEL_PORT_NAME = 'org.tether.channel';
+/** Volume disks are `tether-vol-0`, `tether-vol-1`, ... in VmSpec.volumes order. */
+export const volumeDiskSerial = (index: number): string => `tether-vol-${index}`;
+/**
+ * Volumes one VM can take: QEMU's microvm has 8 virtio-mmio transports and the fixed devices use 4
+ * (serial ports, runtime disk, root disk, network).
+ */
+export const MAX_VOLUME_DISKS = 4;
 export const LOG_PORT_NAME = 'org.tether.log';
 
 export interface VmSpec {
@@ -24,8 +31,8 @@ export interface VmSpec {
   initramfs: string;
   runtimeDisk: string;
   /**
-   * The container's root filesystem image (raw ext4), never written: the driver gives the VM a private
-   * writable copy-on-write layer over it (serial ROOT_DISK_SERIAL).
+   * The container's root filesystem image (an image's top layer disk, qcow2, or a raw ext4 image), never
+   * written: the driver gives the VM a private writable copy-on-write layer over it (serial ROOT_DISK_SERIAL).
    */
   rootDisk: string;
   /** The agent config (JSON bytes, see docs/config.md). */
@@ -40,6 +47,13 @@ export interface VmSpec {
   keepRootLayer?: boolean;
   /** Guest TCP/UDP ports published on the host (docker run -p). */
   ports?: PortForward[];
+  /** Volume disks (raw ext4 files), attached in order with serials volumeDiskSerial(i). */
+  volumes?: VmVolumeDisk[];
+}
+
+export interface VmVolumeDisk {
+  disk: string;
+  readOnly: boolean;
 }
 
 export interface PortForward {
@@ -112,4 +126,12 @@ export interface VmDriver {
   start(spec: VmSpec): Promise<Vm>;
   /** Takes a VM that a previous process started in stateDir back under control (e.g. tetherd restarted). */
   adopt(stateDir: string): Promise<Vm>;
+  /**
+   * Makes the container's writable root layer over `rootDisk` in stateDir before its first boot (docker
+   * create), so that it exists, and counts, from then on; start() keeps it when `keepRootLayer` is set.
+   * Drivers whose VMs have no disks of their own on this host leave it out.
+   */
+  createRootLayer?(stateDir: string, rootDisk: string): Promise<void>;
+  /** Bytes the container's writable layer in stateDir takes on the host (docker ps -s, system df). */
+  rootLayerBytes?(stateDir: string): number;
 }

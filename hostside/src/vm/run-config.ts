@@ -34,6 +34,8 @@ export interface RunConfigInput {
   init?: boolean | undefined;
   /** The container's cgroup limits (docker run -m, --pids-limit). */
   limits?: { memoryBytes?: number; pids?: number } | undefined;
+  /** Volume disks (VmSpec.volumes) and where the agent mounts them, in order. */
+  volumes?: Array<{ serial: string; target: string; readOnly: boolean }> | undefined;
 }
 
 /** A Docker-style container id: 64 hex digits. */
@@ -79,7 +81,19 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
       ...(input.init === false ? { init: false } : {}),
     },
     ...(input.limits && Object.keys(input.limits).length > 0 ? { limits: input.limits } : {}),
-    storage: { root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' } },
+    storage: {
+      root: { serial: ROOT_DISK_SERIAL, fstype: 'ext4' },
+      ...(input.volumes?.length
+        ? {
+            volumes: input.volumes.map((volume) => ({
+              serial: volume.serial,
+              target: volume.target,
+              fstype: 'ext4',
+              ...(volume.readOnly ? { readOnly: true } : {}),
+            })),
+          }
+        : {}),
+    },
     network: input.network,
     channel: {
       hostKey: input.agentHostKey,

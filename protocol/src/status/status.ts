@@ -13,8 +13,13 @@ export const BOOT_STAGES = [
   'agent',
   'modules',
   'config',
-  'storage',
   'network',
+  /** The container's root disk (an image's layers and its writable layer, one disk) found and mounted. */
+  'root-disk',
+  /** Its volume disks found and mounted at their paths ('skipped' when it has none). */
+  'volumes',
+  /** The container's files written and the switch into its root. */
+  'storage',
   /** The container's namespaces, cgroup and limits (native/tether-exec, agent/src/container). */
   'isolation',
   'channel',

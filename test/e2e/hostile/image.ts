@@ -6,10 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import tarStream from 'tar-stream';
 import { encodeStatusRecord, type StatusRecord } from '../../../protocol/src/status/status.ts';
 import { REPO } from '../../helpers/prerequisites.ts';
-import { dockerSave, tarOf } from '../../unit/daemon/images/image-fixtures.ts';
+import { dockerSave, membersOf, tarOf } from '../../unit/daemon/images/image-fixtures.ts';
 
 export const HOSTILE_IMAGE = 'tether/hostile:latest';
 export const PROBE_SCRIPT = join(REPO, 'test/e2e/hostile/probe.sh');
@@ -39,28 +38,6 @@ export function forgedLines(): string[] {
         `${line(record, 'with a made-up MAC')} ${1_000_000 + i} ${randomBytes(32).toString('base64url')}`,
     ),
   ];
-}
-
-/** The files of one `docker save` tarball, by name. */
-async function membersOf(archive: Buffer): Promise<Map<string, Buffer>> {
-  const members = new Map<string, Buffer>();
-  const extract = tarStream.extract();
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (chunk: unknown) => void chunks.push(chunk as Buffer));
-      stream.on('end', () => {
-        if (header.type === 'file') members.set(header.name, Buffer.concat(chunks));
-        next();
-      });
-      stream.on('error', reject);
-    });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-  });
-  extract.end(archive);
-  await done;
-  return members;
 }
 
 /** busybox-image.tar (a docker save of one image) plus the probe's layer, tagged HOSTILE_IMAGE. */

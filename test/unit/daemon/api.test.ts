@@ -108,7 +108,11 @@ void describe('container create requests', () => {
     const refusals: [unknown, RegExp][] = [
       [
         { Image: 'x', HostConfig: { Binds: ['/etc:/host'] } },
-        /volumes are not supported yet \(\/etc:\/host\)/,
+        /\/etc:\/host: a host directory cannot be mounted into a container here: each container is a VM/,
+      ],
+      [
+        { Image: 'x', HostConfig: { Mounts: [{ Type: 'bind', Source: '/srv', Target: '/srv' }] } },
+        /shares disks with the host, not folders/,
       ],
       [{ Image: 'x', HostConfig: { Privileged: true } }, /--privileged/],
       [

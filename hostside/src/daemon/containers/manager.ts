@@ -32,7 +32,15 @@ import { buildRunConfig, newContainerId } from '../../vm/run-config.ts';
 import { STATUS_KEY_FILE, generateStatusKey, loadStatusKey } from '../../vm/status-key.ts';
 import { LogStore, startRotation } from '../logs/index.ts';
 import { fsyncTree, publishDirectory, readJson, writeFileAtomic } from '../state/atomic-file.ts';
+import type { VolumeMountRequest } from '../volumes/mount-spec.ts';
+import type { VolumeStore } from '../volumes/volume-store.ts';
 import { Container, RECORD_FILE, type Boot } from './container.ts';
+import {
+  checkVolumeConflicts,
+  createMounts,
+  removeAnonymous,
+  volumeAttachments,
+} from './container-volumes.ts';
 import type { EventBus } from './events.ts';
 import { createContainerKeys, loadContainerKeys } from './keys.ts';
 import { generateName, validateName } from './names.ts';
@@ -78,6 +86,8 @@ export interface ImageForContainer {
     ExposedPorts?: Record<string, unknown> | null;
     Labels?: Record<string, string> | null;
     StopSignal?: string;
+    /** The image's VOLUME paths: each gets an anonymous volume. */
+    Volumes?: Record<string, unknown> | null;
   };
 }
 
@@ -105,6 +115,8 @@ export interface CreateRequest {
   stopSignal?: string | undefined;
   stopTimeout?: number | undefined;
   hostConfig?: Partial<ContainerHostConfig> | undefined;
+  /** Volumes to mount (-v NAME:/path, --mount, -v /path); the image's VOLUME paths are added. */
+  mounts?: VolumeMountRequest[] | undefined;
 }
 
 export type WaitCondition = 'not-running' | 'next-exit' | 'removed';
@@ -122,6 +134,8 @@ export interface ManagerOptions {
   events: EventBus;
   logger: Logger;
   bootTimeoutMs?: number;
+  /** Named volumes; without it a container asking for one is refused. */
+  volumes?: VolumeStore;
 }
 
 interface Waiter {
@@ -275,9 +289,12 @@ export class ContainerManager {
     };
     const prepared = join(this.#dir, `.new-${shortId(id)}`);
     const final = join(this.#dir, shortId(id));
+    record.mounts = await createMounts(this.#options.volumes, request.mounts ?? [], imageConfig.Volumes);
     mkdirSync(prepared, { recursive: true, mode: 0o700 });
     try {
       const keys = createContainerKeys(prepared, id);
+      // The container's writable layer exists from `docker create` on, as Docker's does.
+      await this.#options.driver.createRootLayer?.(prepared, record.rootDisk);
       const placeholder = new Container(record, prepared, keys, undefined);
       placeholder.persist();
       fsyncTree(prepared);
@@ -289,6 +306,7 @@ export class ContainerManager {
       return container;
     } catch (error) {
       rmSync(prepared, { recursive: true, force: true });
+      removeAnonymous(this.#options.volumes, record.mounts, (name) => this.volumeUsers(name).length > 0);
       throw error;
     }
   }
@@ -314,6 +332,14 @@ export class ContainerManager {
     if (container.record.state.status === 'removing')
       throw new TetherError('TETHER_NAME_CONFLICT', `container ${container.id} is being removed`);
     const record = container.record;
+    const mounts = record.mounts ?? [];
+    checkVolumeConflicts(
+      { id: record.id, name: record.name, mounts },
+      [...this.#containers.values()]
+        .filter((other) => other.running)
+        .map((other) => ({ id: other.id, name: other.record.name, mounts: other.record.mounts ?? [] })),
+    );
+    const volumes = volumeAttachments(this.#options.volumes, mounts);
     const ports = await this.#resolvePorts(record);
     const statusKey = generateStatusKey();
     const config = buildRunConfig({
@@ -337,6 +363,7 @@ export class ContainerManager {
         ...(record.hostConfig.memoryBytes ? { memoryBytes: record.hostConfig.memoryBytes } : {}),
         ...(record.hostConfig.pidsLimit ? { pids: record.hostConfig.pidsLimit } : {}),
       },
+      volumes: volumes.config,
     });
     await container.logs.beginBoot();
     // The console of the boot before must not speak for this one (QEMU truncates it; a dev agent appends).
@@ -353,8 +380,10 @@ export class ContainerManager {
         ...this.#options.bootImage,
         rootDisk: record.rootDisk,
         config: encodeConfig(config),
-        keepRootLayer: record.bootCount > 0,
+        // Made by create (or by an earlier boot of a container created before that was so).
+        keepRootLayer: true,
         ports,
+        volumes: volumes.disks,
         ...(record.hostConfig.memoryBytes
           ? { memoryMiB: Math.ceil(record.hostConfig.memoryBytes / MIB) + VM_MEMORY_OVERHEAD_MIB }
           : {}),
@@ -642,7 +671,7 @@ export class ContainerManager {
     });
     this.#settleWaiters(container, ['not-running', 'next-exit']);
     if (container.record.hostConfig.autoRemove)
-      await this.remove(container.id, { force: true }).catch((error: unknown) =>
+      await this.remove(container.id, { force: true, removeVolumes: true }).catch((error: unknown) =>
         this.#log.error({ container: container.id, err: describeError(error) }, 'auto-remove failed'),
       );
     else if (restartWanted(container.record.hostConfig.restartPolicy, result, boot.stoppedByUser === true))
@@ -828,7 +857,8 @@ export class ContainerManager {
 
   // ---------------------------------------------------------------------------------------------- remove
 
-  remove(ref: string, options: { force: boolean }): Promise<void> {
+  /** `docker rm [-f] [-v]`: -v (removeVolumes) also removes its anonymous volumes, as --rm does. */
+  remove(ref: string, options: { force: boolean; removeVolumes?: boolean }): Promise<void> {
     const container = this.find(ref);
     return container.serialize(async () => {
       if (container.running && !options.force)
@@ -844,7 +874,18 @@ export class ContainerManager {
         await boot.vm.wait();
       }
       this.#destroy(container);
+      if (options.removeVolumes)
+        removeAnonymous(
+          this.#options.volumes,
+          container.record.mounts ?? [],
+          (name) => this.volumeUsers(name).length > 0,
+        );
     });
+  }
+
+  /** The containers (any state) that mount the volume `name`: it may not be removed while there are any. */
+  volumeUsers(name: string): Container[] {
+    return [...this.#containers.values()].filter((c) => (c.record.mounts ?? []).some((m) => m.name === name));
   }
 
   #destroy(container: Container): void {

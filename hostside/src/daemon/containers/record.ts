@@ -49,6 +49,16 @@ export interface ContainerHostConfig {
   pidsLimit?: number;
 }
 
+/** A volume mounted into the container (a disk of the volume store). */
+export interface ContainerMount {
+  name: string;
+  /** Absolute path inside the container. */
+  target: string;
+  readOnly: boolean;
+  /** Made for this container (Config.Volumes, an image's VOLUME): `docker rm -v` removes it. */
+  anonymous: boolean;
+}
+
 export interface ContainerState {
   status: ContainerStatus;
   /** The hypervisor's process (QEMU) while running. */
@@ -78,6 +88,8 @@ export interface ContainerRecord {
   ports: PortForward[];
   restartCount: number;
   bootCount: number;
+  /** Volumes, in mount order (absent in records written before volumes existed). */
+  mounts?: ContainerMount[];
 }
 
 export const ZERO_TIME = '0001-01-01T00:00:00Z';

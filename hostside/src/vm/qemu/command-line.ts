@@ -8,7 +8,9 @@ import {
   LOG_PORT_NAME,
   ROOT_DISK_SERIAL,
   RUNTIME_DISK_SERIAL,
+  volumeDiskSerial,
   type PortForward,
+  type VmVolumeDisk,
 } from '../driver.ts';
 import type { QemuLayout } from './layout.ts';
 import { userNetdevOption } from './port-forward.ts';
@@ -46,6 +48,8 @@ export interface QemuCommandInput {
   kernelArgs?: readonly string[];
   /** Guest ports published on the host (user-mode network forwards). */
   ports?: readonly PortForward[] | undefined;
+  /** Volume disks, each one more virtio disk with serial volumeDiskSerial(i). */
+  volumes?: readonly VmVolumeDisk[] | undefined;
 }
 
 /** QEMU's option syntax ends a value at a comma; a literal comma is written twice. */
@@ -145,6 +149,13 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     `file=${v(layout.rootOverlay)},if=none,id=root,format=qcow2`,
     '-device',
     `virtio-blk-${bus},drive=root,serial=${ROOT_DISK_SERIAL}`,
+    // Volumes: QEMU's image locking keeps a second VM from opening one for writing while this one runs.
+    ...(input.volumes ?? []).flatMap((volume, index) => [
+      '-drive',
+      `file=${v(volume.disk)},if=none,id=vol${index},format=raw${volume.readOnly ? ',readonly=on' : ''}`,
+      '-device',
+      `virtio-blk-${bus},drive=vol${index},serial=${volumeDiskSerial(index)}`,
+    ]),
     // Each published port is a hostfwd rule; a taken host port makes QEMU exit at start (see port-forward.ts).
     '-netdev',
     userNetdevOption(input.ports),

@@ -15,9 +15,23 @@ export function overlayArgs(base: string, overlay: string, baseFormat = 'raw'): 
   return ['create', '-q', '-f', 'qcow2', '-F', baseFormat, '-b', resolve(base), overlay];
 }
 
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+
+/** The format of a disk image file: qcow2 by its magic, raw otherwise (an image's layered or flat disk). */
+export function diskFormat(path: string): 'qcow2' | 'raw' {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    const read = readSync(fd, head, 0, 4, 0);
+    return read === 4 && head.readUInt32BE(0) === QCOW2_MAGIC ? 'qcow2' : 'raw';
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export async function createOverlay(base: string, overlay: string, qemuImg = 'qemu-img'): Promise<void> {
   try {
-    await run(qemuImg, overlayArgs(base, overlay));
+    await run(qemuImg, overlayArgs(base, overlay, existsSync(base) ? diskFormat(base) : 'raw'));
   } catch (error) {
     const failure = error as NodeJS.ErrnoException & { stderr?: string };
     throw new TetherError(
@@ -29,8 +43,6 @@ export async function createOverlay(base: string, overlay: string, qemuImg = 'qe
     );
   }
 }
-
-const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 
 /**
  * Pure: the backing file a qcow2 header names (undefined when it names none). Header layout (qcow2 spec,

@@ -4,7 +4,16 @@
  * the starting terminal does not reach it. Control goes through QMP on a unix socket in the state directory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TetherError } from '../../../../protocol/src/errors/errors.ts';
@@ -119,6 +128,25 @@ export class QemuDriver implements VmDriver {
     return this.#options.qemuBinary ?? process.env['TETHER_QEMU'] ?? 'qemu-system-x86_64';
   }
 
+  async createRootLayer(stateDir: string, rootDisk: string): Promise<void> {
+    const base = resolve(rootDisk);
+    if (!existsSync(base))
+      throw new TetherError('TETHER_IMAGE_MISSING', `root filesystem image ${base} not found`);
+    await prepareRootLayer(base, qemuLayout(resolve(stateDir)).rootOverlay, {
+      keep: false,
+      create: (disk, overlay) =>
+        createOverlay(disk, overlay, this.#options.qemuImg ?? process.env['TETHER_QEMU_IMG']),
+    });
+  }
+
+  rootLayerBytes(stateDir: string): number {
+    try {
+      return statSync(qemuLayout(resolve(stateDir)).rootOverlay).blocks * 512;
+    } catch {
+      return 0;
+    }
+  }
+
   async start(given: VmSpec): Promise<Vm> {
     // QEMU runs in the state directory and the qcow2 layer records its base's path: use absolute paths.
     const spec: VmSpec = {
@@ -147,6 +175,7 @@ export class QemuDriver implements VmDriver {
       tscKhz: this.machine === 'microvm' ? hostTscKhz() : undefined,
       ...(this.#options.kernelArgs ? { kernelArgs: this.#options.kernelArgs } : {}),
       ports: spec.ports,
+      volumes: (spec.volumes ?? []).map((volume) => ({ ...volume, disk: resolve(volume.disk) })),
     });
     const ports = (spec.ports ?? []).map((port) => ({ ...port }));
     // The config holds the agent's private host key.

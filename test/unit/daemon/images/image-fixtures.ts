@@ -216,3 +216,25 @@ export function snapshot(dir: string): string[] {
   walk(dir, '');
   return out;
 }
+
+/** The files of one `docker save` tarball, by name. */
+export async function membersOf(archive: Buffer): Promise<Map<string, Buffer>> {
+  const members = new Map<string, Buffer>();
+  const extract = tarStream.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: unknown) => void chunks.push(chunk as Buffer));
+      stream.on('end', () => {
+        if (header.type === 'file') members.set(header.name, Buffer.concat(chunks));
+        next();
+      });
+      stream.on('error', reject);
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+  });
+  extract.end(archive);
+  await done;
+  return members;
+}

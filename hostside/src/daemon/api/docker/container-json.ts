@@ -84,11 +84,29 @@ export function containerSummary(container: Container, now = Date.now()): Record
     Status: humanStatus(record, now),
     HostConfig: { NetworkMode: 'default' },
     NetworkSettings: { Networks: {} },
-    Mounts: [],
+    Mounts: mountsJson(record),
   };
 }
 
-export function containerInspect(container: Container, execIds: string[] = []): Record<string, unknown> {
+/** Docker's Mounts entries for the container's volumes (Source: the folder holding the volume's disk). */
+function mountsJson(record: ContainerRecord, sourceOf: (name: string) => string = () => ''): unknown[] {
+  return (record.mounts ?? []).map((mount) => ({
+    Type: 'volume',
+    Name: mount.name,
+    Source: sourceOf(mount.name),
+    Destination: mount.target,
+    Driver: 'local',
+    Mode: mount.readOnly ? 'ro' : 'z',
+    RW: !mount.readOnly,
+    Propagation: '',
+  }));
+}
+
+export function containerInspect(
+  container: Container,
+  execIds: string[] = [],
+  volumeSource?: (name: string) => string,
+): Record<string, unknown> {
   const record = container.record;
   const state = record.state;
   const argv = [...record.config.entrypoint, ...record.config.cmd];
@@ -140,12 +158,16 @@ export function containerInspect(container: Container, execIds: string[] = []): 
           'max-file': String(record.hostConfig.logMaxFiles),
         },
       },
-      Binds: null,
+      Binds: (record.mounts ?? []).filter((m) => !m.anonymous).length
+        ? (record.mounts ?? [])
+            .filter((m) => !m.anonymous)
+            .map((m) => `${m.name}:${m.target}${m.readOnly ? ':ro' : ''}`)
+        : null,
       Privileged: false,
       Isolation: 'vm',
     },
     GraphDriver: { Name: 'qcow2', Data: { RootDisk: record.rootDisk } },
-    Mounts: [],
+    Mounts: mountsJson(record, volumeSource),
     Config: {
       Hostname: record.config.hostname ?? hostnameOf(record.id),
       Domainname: '',
@@ -160,7 +182,9 @@ export function containerInspect(container: Container, execIds: string[] = []): 
       Env: record.config.env,
       Cmd: record.config.cmd,
       Image: record.image,
-      Volumes: null,
+      Volumes: (record.mounts ?? []).length
+        ? Object.fromEntries((record.mounts ?? []).map((m) => [m.target, {}]))
+        : null,
       WorkingDir: record.config.workingDir ?? '',
       Entrypoint: record.config.entrypoint.length ? record.config.entrypoint : null,
       OnBuild: null,

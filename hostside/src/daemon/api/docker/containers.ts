@@ -6,6 +6,7 @@ import { TetherError } from '../../../../../protocol/src/errors/errors.ts';
 import type { ContainerManager, CreateRequest, WaitCondition } from '../../containers/manager.ts';
 import type { PortBinding } from '../../containers/record.ts';
 import type { Router } from '../http/router.ts';
+import { anonymousMounts, mergeMounts, parseBind, parseMount } from '../../volumes/mount-spec.ts';
 import { containerInspect, containerSummary } from './container-json.ts';
 import { commandList, createContainerSchema, parseBody, type CreateContainerBody } from './schemas.ts';
 
@@ -42,12 +43,10 @@ export function createRequestFrom(
   networkExists: (n: string) => boolean,
 ): CreateRequest {
   const host = body.HostConfig ?? {};
-  const binds = [...(host.Binds ?? [])];
-  if (binds.length > 0 || (host.Mounts?.length ?? 0) > 0)
-    throw new TetherError(
-      'TETHER_INVALID_PARAMETER',
-      `volumes are not supported yet (${binds[0] ?? 'a mount'}): a container is a VM, so a host directory cannot be shared into it without a file-sharing device; named volumes arrive with layered disks`,
-    );
+  const mounts = mergeMounts(
+    [...(host.Binds ?? []).map(parseBind), ...(host.Mounts ?? []).map(parseMount)],
+    anonymousMounts(body.Volumes),
+  );
   if (host.Privileged)
     throw new TetherError(
       'TETHER_INVALID_PARAMETER',
@@ -102,6 +101,7 @@ export function createRequestFrom(
       ...portBindings.map((binding) => binding.containerPort),
     ],
     hostname: body.Hostname ?? undefined,
+    mounts,
     stopSignal: body.StopSignal ?? undefined,
     stopTimeout: body.StopTimeout ?? undefined,
     hostConfig: {
@@ -254,7 +254,10 @@ export function registerContainerRoutes(router: Router, deps: ContainerRouteDeps
 
   router.add('DELETE', '/containers/{id}', async (ctx) => {
     if (flag(ctx.query, 'link')) throw new TetherError('TETHER_INVALID_PARAMETER', 'links are not supported');
-    await manager.remove(ctx.params['id']!, { force: flag(ctx.query, 'force') });
+    await manager.remove(ctx.params['id']!, {
+      force: flag(ctx.query, 'force'),
+      removeVolumes: flag(ctx.query, 'v'),
+    });
     ctx.send(204);
   });
 
