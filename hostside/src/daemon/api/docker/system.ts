@@ -1,10 +1,12 @@
 /**
  * Version negotiation and daemon facts: /_ping (the CLI reads API-Version from its headers and speaks the
- * lower of its own and ours), /version, /info, and the /events stream.
+ * lower of its own and ours), /version, /info, /auth (`docker login`, checked against the registry), and
+ * the /events stream.
  */
 import { cpus, hostname, totalmem, release } from 'node:os';
 import type { ContainerManager } from '../../containers/manager.ts';
 import type { DockerEvent } from '../../containers/events.ts';
+import { checkLogin, parseInsecureList } from '../../images/registry/index.ts';
 import { parseDockerTime } from '../../logs/index.ts';
 import { API_VERSION, MIN_API_VERSION, type Router } from '../http/router.ts';
 import { parseFilters } from './containers.ts';
@@ -91,6 +93,10 @@ export function registerSystemRoutes(router: Router, info: SystemInfo): void {
       pingHeaders(),
     );
   });
+
+  // `docker login HOST`: the CLI stores the credentials only after the daemon has checked them here.
+  const insecure = parseInsecureList(process.env['TETHER_INSECURE_REGISTRIES']);
+  router.add('POST', '/auth', async (ctx) => ctx.send(200, await checkLogin(await ctx.json(), { insecure })));
 
   router.add('GET', '/info', (ctx) => {
     const containers = info.manager.list();
