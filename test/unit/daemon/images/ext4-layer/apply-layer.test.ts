@@ -263,11 +263,6 @@ describe('applyLayer', () => {
         'TETHER_IMAGE_UNSUPPORTED',
         /65535/,
       ],
-      [
-        [file('x', 'x', { pax: { 'SCHILY.xattr.user.bad': '\uFFFD' } })],
-        'TETHER_IMAGE_UNSUPPORTED',
-        /not UTF-8/,
-      ],
     ];
     const before = await imageTree(image);
     for (const [members, code, pattern] of cases)
