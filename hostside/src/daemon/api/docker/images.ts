@@ -1,7 +1,8 @@
 /**
- * Docker's image endpoints over the image store: load (a `docker save` or OCI tarball), list, inspect,
- * tag, remove. Pulls from a registry arrive with layered disks; until then a pull is refused saying so.
+ * Docker's image endpoints over the image store: load (a `docker save` or OCI tarball), pull (from a
+ * registry, images/registry/), list, inspect, tag, remove.
  */
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describeError, TetherError } from '../../../../../protocol/src/errors/errors.ts';
 import type { EventBus } from '../../containers/events.ts';
@@ -12,6 +13,15 @@ import {
   dockerImageSummary,
   type ImageStore,
 } from '../../images/index.ts';
+import {
+  errorMessage,
+  parseInsecureList,
+  parsePullReference,
+  parseRegistryAuthHeader,
+  Puller,
+  referenceText,
+  type PullMessage,
+} from '../../images/registry/index.ts';
 import type { Router } from '../http/router.ts';
 
 export function registerImageRoutes(
@@ -78,12 +88,50 @@ export function registerImageRoutes(
     ctx.send(200, dockerImageDeleteResponse(lines));
   });
 
-  router.add('POST', '/images/create', (ctx) => {
+  // Downloads land under the store's tmp/, which the store empties when it opens: a crash leaves nothing.
+  const puller = new Puller(images, {
+    workRoot: join(images.directory, 'tmp'),
+    insecure: parseInsecureList(process.env['TETHER_INSECURE_REGISTRIES']),
+  });
+
+  router.add('POST', '/images/create', async (ctx) => {
+    if (ctx.query.get('fromSrc'))
+      throw new TetherError(
+        'TETHER_INVALID_PARAMETER',
+        'tetherd does not import root filesystem tarballs (docker import); load an image with `docker load -i FILE` or pull one',
+      );
     const from = ctx.query.get('fromImage') ?? '';
-    throw new TetherError(
-      'TETHER_NO_SUCH_IMAGE',
-      `pull access denied for ${from}: tetherd does not pull from registries yet; load the image with \`docker save IMAGE | docker -H ... load\` or \`docker load -i FILE\``,
-    );
+    if (from === '')
+      throw new TetherError('TETHER_INVALID_PARAMETER', 'fromImage (the image to pull) is required');
+    const platform = ctx.query.get('platform') ?? '';
+    if (platform !== '' && !/^linux\/amd64(?:\/v[12])?$/.test(platform))
+      throw new TetherError(
+        'TETHER_IMAGE_UNSUPPORTED',
+        `tetherd pulls linux/amd64 images only, not ${platform}`,
+      );
+    const reference = parsePullReference(from, ctx.query.get('tag') ?? '');
+    const header = ctx.req.headers['x-registry-auth'];
+    const credentials = parseRegistryAuthHeader(Array.isArray(header) ? header[0] : header);
+    // Docker cancels a pull whose client went away (ctrl-c on docker pull).
+    const cancel = new AbortController();
+    void ctx.closed.then(() => cancel.abort(new Error('the client went away')));
+    let out: ReturnType<typeof ctx.stream> | undefined;
+    const line = (value: PullMessage): void => {
+      out ??= ctx.stream(200, 'application/json');
+      out.write(JSON.stringify(value) + '\r\n');
+    };
+    try {
+      const result = await puller.pull({ reference, credentials, emit: line, signal: cancel.signal });
+      if (!result.upToDate) events.publish('image', 'pull', result.id, { name: referenceText(reference) });
+      out?.end();
+    } catch (error) {
+      ctx.log.warn({ err: describeError(error), image: referenceText(reference) }, 'image pull failed');
+      // Before any output the status says it (404 for a missing image, as Docker); after, the stream does.
+      if (!out) throw error;
+      const message = error instanceof TetherError ? error.message : describeError(error);
+      line(errorMessage(message));
+      out.end();
+    }
   });
 
   router.add('POST', '/images/prune', (ctx) => ctx.send(200, { ImagesDeleted: [], SpaceReclaimed: 0 }));
