@@ -47,6 +47,11 @@ export function createRequestFrom(
     [...(host.Binds ?? []).map(parseBind), ...(host.Mounts ?? []).map(parseMount)],
     anonymousMounts(body.Volumes),
   );
+  if (Object.keys(host.Tmpfs ?? {}).length > 0)
+    throw new TetherError(
+      'TETHER_INVALID_PARAMETER',
+      `--tmpfs is not supported yet (${Object.keys(host.Tmpfs ?? {})[0]}): use a volume (-v NAME:PATH), or mount a tmpfs from the container's command`,
+    );
   if (host.Privileged)
     throw new TetherError(
       'TETHER_INVALID_PARAMETER',

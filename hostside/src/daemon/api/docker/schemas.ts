@@ -39,6 +39,7 @@ export const createContainerSchema = v.looseObject({
       PublishAllPorts: v.nullish(v.boolean()),
       Binds: v.nullish(v.array(v.string())),
       Mounts: v.nullish(v.array(v.unknown())),
+      Tmpfs: v.nullish(v.record(v.string(), v.string())),
       NetworkMode: v.nullish(v.string()),
       LogConfig: v.nullish(
         v.looseObject({ Type: v.nullish(v.string()), Config: v.nullish(v.record(v.string(), v.string())) }),
