@@ -19,6 +19,7 @@ import {
   type Tetherd,
 } from '../helpers/tetherd.ts';
 import { vmPrerequisites } from '../helpers/vm.ts';
+import { dockerSave, snapshot, tarOf } from '../unit/daemon/images/image-fixtures.ts';
 import { expectedListing, LAYERED_IMAGE, layeredImageTar } from './layered/image.ts';
 
 const BOOT_TIMEOUT_MS = 180_000;
@@ -85,6 +86,50 @@ describe(
       assert.equal(df.LayersSize, layered.Size, 'all layers once: the layered image holds busybox’s');
     });
 
+    it('refuses malicious and broken tarballs, leaving the store as it was', async (t) => {
+      if (skipUnlessReady(t)) return;
+      const ok1 = await tarOf([{ name: 'fine', data: 'fine\n' }]);
+      const cases: Array<[string, Buffer, RegExp]> = [
+        [
+          'a path out of the root',
+          (await dockerSave({ layers: [await tarOf([{ name: '../../etc/x', data: 'x' }])] })).archive,
+          /climbs out/,
+        ],
+        [
+          'a symlink out of the root',
+          (
+            await dockerSave({
+              layers: [await tarOf([{ name: 'l', type: 'symlink', linkname: '../../../etc' }])],
+            })
+          ).archive,
+          /out of the root|points out/,
+        ],
+        [
+          'a layer whose digest is not its diff id',
+          (await dockerSave({ layers: [ok1], diffIds: [`sha256:${'0'.repeat(64)}`] })).archive,
+          /sha256/,
+        ],
+        ['a truncated archive', (await dockerSave({ layers: [ok1] })).archive.subarray(0, 1536), /./],
+        [
+          'an image for another platform',
+          (await dockerSave({ layers: [ok1], config: { architecture: 'arm64' } })).archive,
+          /linux\/amd64 images only/,
+        ],
+      ];
+      const store = join(daemon!.root, 'images');
+      const before = snapshot(store);
+      const images = await ok(['images', '-q', '--no-trunc']);
+      for (const [what, archive, pattern] of cases) {
+        const file = join(daemon!.dir, 'bad.tar');
+        writeFileSync(file, archive);
+        const load = await docker(['load', '-i', file]);
+        assert.notEqual(load.code, 0, `${what}: docker load should fail`);
+        assert.match(load.stderr, pattern, what);
+      }
+      assert.deepEqual(snapshot(store), before, 'nothing of a refused load is left in the store');
+      assert.equal(await ok(['images', '-q', '--no-trunc']), images);
+    });
+
     it('shows inside the container exactly the tree the layers describe', async (t) => {
       if (skipUnlessReady(t)) return;
       await ok(['volume', 'create', 'vol1']);
@@ -100,10 +145,10 @@ describe(
         SCRIPT('one'),
       ]);
       // busybox sort orders by its locale, the listing by code points: compare the sets in one order.
-    const listing = out
-      .split('\n')
-      .filter((line) => line.startsWith('t'))
-      .sort();
+      const listing = out
+        .split('\n')
+        .filter((line) => line.startsWith('t'))
+        .sort();
       assert.deepEqual(listing, await expectedListing());
       assert.match(out, /^w before: none$/m);
       assert.match(out, /^volume before: none$/m);
