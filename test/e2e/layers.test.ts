@@ -4,13 +4,14 @@
  * container the tree must be exactly the one the layers describe; two containers of the image write to the
  * same path and neither sees the other's file (each has its own writable layer, kept across its restarts);
  * a named volume's data outlives the container that wrote it, and the volume commands behave as Docker's.
- * Three boots carry every assertion.
+ * A pull from a local registry (Debian's docker-registry) runs the same image. Four boots carry every assertion.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { need } from '../helpers/prerequisites.ts';
+import { registryPrerequisites, startRegistry } from '../helpers/registry.ts';
 import {
   BUSYBOX_IMAGE_TAR,
   startTetherd,
@@ -206,6 +207,31 @@ describe(
         Images: Array<{ Size: number }>;
       };
       assert.deepEqual([after.Images.length, after.LayersSize], [1, after.Images[0]!.Size]);
+    });
+
+    it('pulls the image from a registry (only the layers it lacks) and runs it', async (t) => {
+      if (skipUnlessReady(t)) return;
+      if (!need(t, registryPrerequisites())) return;
+      const registry = await startRegistry();
+      try {
+        await registry.push(`docker-archive:${join(daemon!.dir, 'layered.tar')}`, 'layered:latest');
+        const image = `${registry.host}/layered:latest`;
+        const pull = await ok(['pull', image]);
+        // busybox's layer is here already; the three above it come from the registry.
+        assert.equal(pull.match(/Already exists/g)?.length, 1, pull);
+        assert.equal(pull.match(/Pull complete/g)?.length, 3, pull);
+        assert.match(pull, new RegExp(`Status: Downloaded newer image for ${image}`));
+        const out = await ok(['run', '--rm', image]);
+        assert.deepEqual(
+          out
+            .split('\n')
+            .filter((line) => line.startsWith('t'))
+            .sort(),
+          await expectedListing(),
+        );
+      } finally {
+        await registry.stop();
+      }
     });
   },
 );
