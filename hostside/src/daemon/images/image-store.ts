@@ -89,7 +89,24 @@ export interface ImageStoreOptions {
   /** Consulted by remove() unless it is given its own. */
   isInUse?: ImageInUse;
   /** Hears of what the store skipped when opening (an image or tag file it could not read back). */
-  warn?: (message: string) => void;
+  warn?: ImportProgress;
+}
+
+/**
+ * Hears what an import does: a line for people, and for a layer's steps the layer (so that an API can draw
+ * Docker's per-layer progress: `Loading layer`, `Already exists`, `Pull complete`).
+ */
+export type ImportProgress = (message: string, layer?: LayerProgress) => void;
+
+export interface LayerProgress {
+  /** Bottom first. */
+  index: number;
+  count: number;
+  diffId: string;
+  /** `exists`: the store had it; `building`: its disk is being made; `built`: made. */
+  state: 'exists' | 'building' | 'built';
+  /** Bytes of the layer's file as given (compressed or not), when there is one. */
+  bytes?: number;
 }
 
 export interface LoadResult {
@@ -246,7 +263,7 @@ export class ImageStore {
    * refused or broken archive leaves the store as it was (TETHER_IMAGE_INVALID, TETHER_IMAGE_UNSUPPORTED).
    * An image already in the store is not built again.
    */
-  async load(input: Readable, onProgress: (message: string) => void = () => undefined): Promise<LoadResult> {
+  async load(input: Readable, onProgress: ImportProgress = () => undefined): Promise<LoadResult> {
     const work = mkdtempSync(join(this.#tmp, 'load-'));
     try {
       const spool = join(work, 'spool');
@@ -271,16 +288,13 @@ export class ImageStore {
    * the layers the store lacks, then the images, then their tags. `plan.layers[i].file` may be undefined
    * for the layers the store holds already (storedLayerCount). All or nothing, as load().
    */
-  importImages(
-    plans: PlannedImage[],
-    onProgress: (message: string) => void = () => undefined,
-  ): Promise<LoadResult> {
+  importImages(plans: PlannedImage[], onProgress: ImportProgress = () => undefined): Promise<LoadResult> {
     const result = this.#importing.then(() => this.#import(plans, onProgress));
     this.#importing = result.catch(() => undefined);
     return result;
   }
 
-  async #import(plans: PlannedImage[], onProgress: (message: string) => void): Promise<LoadResult> {
+  async #import(plans: PlannedImage[], onProgress: ImportProgress): Promise<LoadResult> {
     const work = mkdtempSync(join(this.#tmp, 'import-'));
     const session = this.#layerDisks().session(work);
     const pinned = plans.flatMap((plan) => chainIds(plan.config.rootfs.diff_ids));
@@ -342,7 +356,7 @@ export class ImageStore {
     plan: PlannedImage,
     work: string,
     session: LayerDiskSession,
-    onProgress: (message: string) => void,
+    onProgress: ImportProgress,
   ): Promise<{ dir: string; size: number; layers: string[] }> {
     const hex = plan.id.slice('sha256:'.length);
     const label = plan.repoTags[0] ?? shortId(plan.id);
@@ -355,7 +369,12 @@ export class ImageStore {
     const stored = this.#layers.storedCount(chain);
     for (const [index, layer] of plan.layers.entries()) {
       if (index < stored) {
-        onProgress(`Layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)} already exists`);
+        onProgress(`Layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)} already exists`, {
+          index,
+          count: plan.layers.length,
+          diffId: layer.diffId,
+          state: 'exists',
+        });
         continue;
       }
       const file = layer.file;
@@ -365,7 +384,17 @@ export class ImageStore {
           'TETHER_IMAGE_INVALID',
           `${what}: the store lacks it and no file was given for it`,
         );
-      onProgress(`Loading layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)}`);
+      const step = (state: 'building' | 'built'): LayerProgress => ({
+        index,
+        count: plan.layers.length,
+        diffId: layer.diffId,
+        state,
+        bytes: file.size,
+      });
+      onProgress(
+        `Loading layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)}`,
+        step('building'),
+      );
       const plainPath = join(work, `layer${index}.tar`);
       const plain = await plainLayer(file.file, plainPath, file.sha256, what);
       if (plain.diffId !== layer.diffId)
@@ -391,6 +420,7 @@ export class ImageStore {
         },
       );
       if (plain.file !== file.file) rmSync(plain.file, { force: true });
+      onProgress(`Loaded layer ${index + 1}/${plan.layers.length} ${shortId(layer.diffId)}`, step('built'));
     }
     const size = chain.reduce((sum, chainId) => sum + (this.#layers.get(chainId)?.size ?? 0), 0);
     const stage = join(work, hex);

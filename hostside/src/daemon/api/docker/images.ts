@@ -15,8 +15,10 @@ import {
 } from '../../images/index.ts';
 import {
   errorMessage,
+  layerLabel,
   parseInsecureList,
   parsePullReference,
+  progressText,
   parseRegistryAuthHeader,
   Puller,
   referenceText,
@@ -40,8 +42,20 @@ export function registerImageRoutes(
       out.write(JSON.stringify(value) + '\r\n');
     };
     try {
-      const result = await images.load(ctx.req as Readable, (message) => {
-        if (!quiet) line({ stream: `${message}\n` });
+      const result = await images.load(ctx.req as Readable, (message, layer) => {
+        if (quiet) return;
+        // Docker's per-layer line (the CLI draws it as a bar); other steps as text.
+        if (!layer) line({ stream: `${message}\n` });
+        else if (layer.state !== 'exists') {
+          const total = layer.bytes ?? 0;
+          const current = layer.state === 'built' ? total : 0;
+          line({
+            status: 'Loading layer',
+            id: layerLabel(layer.diffId),
+            progressDetail: { current, total },
+            progress: progressText(current, total),
+          });
+        }
       });
       for (const text of result.loaded) line({ stream: `${text}\n` });
       for (const image of result.images)

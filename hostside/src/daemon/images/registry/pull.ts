@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { TetherError } from '../../../../../protocol/src/errors/errors.ts';
 import type { SpooledFile } from '../archive.ts';
-import type { LoadResult } from '../image-store.ts';
+import type { ImportProgress, LoadResult } from '../image-store.ts';
 import { checkPlatform, type PlannedImage } from '../plan.ts';
 import { normalizeRepoTag } from '../reference.ts';
 import { ImageConfigDocument, parseDocument, type Descriptor } from '../schemas.ts';
@@ -29,7 +29,7 @@ export interface PullStore {
   /** How many of these layers, counted from the bottom, the store holds already. */
   storedLayerCount(diffIds: readonly string[]): number;
   /** Commits images whose config and layers are on disk; all or nothing. */
-  importImages(plans: PlannedImage[], onProgress?: (message: string) => void): Promise<LoadResult>;
+  importImages(plans: PlannedImage[], onProgress?: ImportProgress): Promise<LoadResult>;
   /** The image a reference names; throws TETHER_NO_SUCH_IMAGE when none. */
   resolve(ref: string): { id: string };
 }
@@ -115,8 +115,6 @@ export class Puller {
     const work = mkdtempSync(join(this.#options.workRoot, 'pull-'));
     try {
       const files = await this.#downloadLayers(client, manifest.layers, stored, work, request);
-      const downloaded = [...new Set(manifest.layers.slice(stored).map((layer) => layer.digest))];
-      for (const layerDigest of downloaded) emit(layerStatus(layerDigest, 'Extracting'));
       const plan: PlannedImage = {
         id,
         configBytes,
@@ -124,8 +122,12 @@ export class Puller {
         layers: diffIds.map((diffId, index) => ({ file: files[index], diffId })),
         repoTags: repoTag !== undefined ? [repoTag] : [],
       };
-      await this.#store.importImages([plan]);
-      for (const layerDigest of downloaded) emit(layerStatus(layerDigest, 'Pull complete'));
+      // Each layer as the store builds it: Extracting while its disk is made, then Pull complete.
+      await this.#store.importImages([plan], (_message, layer) => {
+        if (!layer || layer.state === 'exists') return;
+        const layerDigest = manifest.layers[layer.index]!.digest;
+        emit(layerStatus(layerDigest, layer.state === 'building' ? 'Extracting' : 'Pull complete'));
+      });
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { isTetherError, TetherError } from '../../../../../protocol/src/errors/errors.ts';
 import type { PlannedImage } from '../../../../../hostside/src/daemon/images/plan.ts';
+import type { ImportProgress } from '../../../../../hostside/src/daemon/images/image-store.ts';
 import { basicAuthorization } from '../../../../../hostside/src/daemon/images/registry/auth.ts';
 import { checkLogin } from '../../../../../hostside/src/daemon/images/registry/login.ts';
 import { MEDIA_TYPES } from '../../../../../hostside/src/daemon/images/registry/manifest.ts';
@@ -196,11 +197,20 @@ class FakeStore implements PullStore {
   storedLayerCount(): number {
     return this.stored;
   }
-  importImages(plans: PlannedImage[]): Promise<{ loaded: string[]; images: [] }> {
+  importImages(
+    plans: PlannedImage[],
+    onProgress?: ImportProgress,
+  ): Promise<{ loaded: string[]; images: [] }> {
     for (const plan of plans) {
       this.imports.push(plan);
       this.files.push(plan.layers.map((layer) => (layer.file ? readFileSync(layer.file.file) : undefined)));
       for (const tag of plan.repoTags) this.tags.set(tag, plan.id);
+      // As the real store does: each layer it lacks is built, one after the other.
+      for (const [index, layer] of plan.layers.entries()) {
+        const base = { index, count: plan.layers.length, diffId: layer.diffId };
+        if (index < this.stored) onProgress?.('', { ...base, state: 'exists' });
+        else for (const state of ['building', 'built'] as const) onProgress?.('', { ...base, state });
+      }
     }
     return Promise.resolve({ loaded: [], images: [] });
   }
@@ -257,9 +267,10 @@ void describe('pull from a registry', () => {
       `${l0}: Pulling fs layer`,
       `${l1}: Pulling fs layer`,
       ...statuses(messages).slice(3, 7),
+      // Layer by layer, as the store builds each disk over the one below.
       `${l0}: Extracting`,
-      `${l1}: Extracting`,
       `${l0}: Pull complete`,
+      `${l1}: Extracting`,
       `${l1}: Pull complete`,
       `Digest: ${sha(image.manifest)}`,
       `Status: Downloaded newer image for ${registry.host}/app:v1`,
