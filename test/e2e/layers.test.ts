@@ -158,17 +158,22 @@ describe(
     it('gives each container its own writable layer, kept across its restarts', async (t) => {
       if (skipUnlessReady(t)) return;
       // A second container of the image, on the same volume once the first is stopped.
+      // And a new volume over /t/sticky: Docker's copy-up gives it the image's files, owner and mode there.
       const two = await ok([
         'run',
         '--name',
         'two',
         '-v',
         'vol1:/data',
+        '-v',
+        'copied:/t/sticky',
         LAYERED_IMAGE,
         'sh',
         '-c',
-        SCRIPT('two'),
+        `${SCRIPT('two')}; echo "data: $(ls -A /data)"; stat -c 'sticky %a %u %g' /t/sticky; cat /t/sticky/c`,
       ]);
+      assert.match(two, /^data: f$/m, 'a new volume holds only what was written to it (no lost+found)');
+      assert.match(two, /^sticky 1770 1000 100\nc$/m, 'the new volume received the image’s /t/sticky');
       assert.match(two, /^w before: none$/m, 'the second container does not see the first one’s file');
       assert.match(two, /^volume before: one $/m, 'the volume’s data outlived the container that wrote it');
       // The first again: its own file is still in its layer, and the volume has both writes.
@@ -180,7 +185,7 @@ describe(
     it('keeps a volume in use, removes it once free, and refuses host directories', async (t) => {
       if (skipUnlessReady(t)) return;
       const volumes = await ok(['volume', 'ls', '--format', '{{.Name}}']);
-      assert.deepEqual(volumes.trim().split('\n'), ['vol1']);
+      assert.deepEqual(volumes.trim().split('\n'), ['copied', 'vol1']);
       const inspect = JSON.parse(await ok(['volume', 'inspect', 'vol1'])) as Array<{
         Name: string;
         Driver: string;
@@ -198,7 +203,7 @@ describe(
       for (const container of df.Containers)
         t.diagnostic(`${container.Names[0]}: writable layer ${container.SizeRw} B`);
       await ok(['rm', 'one', 'two']);
-      await ok(['volume', 'rm', 'vol1']);
+      await ok(['volume', 'rm', 'vol1', 'copied']);
       assert.equal((await ok(['volume', 'ls', '-q'])).trim(), '');
       // The image's layers go with it; busybox's stays for the busybox image.
       await ok(['rmi', LAYERED_IMAGE]);

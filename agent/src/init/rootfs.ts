@@ -7,12 +7,13 @@
  *
  * pivot_root refuses an initramfs root, which is why stage0 already moved us onto the runtime disk.
  */
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentConfig } from '../../../protocol/src/config/config.ts';
 import { TetherError } from '../../../protocol/src/errors/errors.ts';
 import { SYS, type Sys } from '../sys/sys.ts';
 import { waitForDisk } from './disks.ts';
+import { copyTree } from './copy-tree.ts';
 import { mkdirInRoot } from './in-root.ts';
 import { hostsFile, resolvConf } from './network.ts';
 
@@ -61,6 +62,29 @@ export async function mountRootDisk(sys: Sys, storage: StorageConfig, root = STA
   return `${device} (${storage.root.serial}, ${fstype})`;
 }
 
+const COPY_UP_STAGING = '/run/tether-volume';
+
+/**
+ * Docker's copy-up (copy-tree.ts): an empty volume first receives what the image has at its path. The
+ * volume is mounted aside for it, under the agent's own /run, never inside the container's root.
+ */
+function copyUp(sys: Sys, device: string, fstype: string, imageDir: string, what: string): string {
+  mkdirSync(COPY_UP_STAGING, { recursive: true });
+  mountDisk(sys, device, COPY_UP_STAGING, fstype, 0, what);
+  try {
+    if (readdirSync(COPY_UP_STAGING).length > 0 || readdirSync(imageDir).length === 0) return '';
+    const { entries, skipped } = copyTree(imageDir, COPY_UP_STAGING);
+    return `, ${entries} entries copied from the image${skipped ? ` (${skipped} special files left out)` : ''}`;
+  } catch (error) {
+    throw new TetherError(
+      'TETHER_SYSCALL',
+      `${what}: copying the image's files into the new volume: ${(error as Error).message}`,
+    );
+  } finally {
+    sys.umount2(COPY_UP_STAGING, 0);
+  }
+}
+
 /** The volumes, each on its path inside the mounted root (symlinks resolved inside it); returns what was done. */
 export async function mountVolumes(sys: Sys, storage: StorageConfig, root = STAGING_ROOT): Promise<string[]> {
   const done: string[] = [];
@@ -76,15 +100,10 @@ export async function mountVolumes(sys: Sys, storage: StorageConfig, root = STAG
       );
     }
     const fstype = volume.fstype ?? 'ext4';
-    mountDisk(
-      sys,
-      device,
-      target,
-      fstype,
-      volume.readOnly ? SYS.MS_RDONLY : 0,
-      `volume ${device} (${volume.serial}) on ${volume.target}`,
-    );
-    done.push(`${device} (${volume.serial}) on ${volume.target}${volume.readOnly ? ' ro' : ''}`);
+    const what = `volume ${device} (${volume.serial}) on ${volume.target}`;
+    const copied = volume.copyUp ? copyUp(sys, device, fstype, target, what) : '';
+    mountDisk(sys, device, target, fstype, volume.readOnly ? SYS.MS_RDONLY : 0, what);
+    done.push(`${device} (${volume.serial}) on ${volume.target}${volume.readOnly ? ' ro' : ''}${copied}`);
   }
   return done;
 }

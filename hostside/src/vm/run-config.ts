@@ -35,7 +35,7 @@ export interface RunConfigInput {
   /** The container's cgroup limits (docker run -m, --pids-limit). */
   limits?: { memoryBytes?: number; pids?: number } | undefined;
   /** Volume disks (VmSpec.volumes) and where the agent mounts them, in order. */
-  volumes?: Array<{ serial: string; target: string; readOnly: boolean }> | undefined;
+  volumes?: Array<{ serial: string; target: string; readOnly: boolean; copyUp?: boolean }> | undefined;
 }
 
 /** A Docker-style container id: 64 hex digits. */
@@ -90,6 +90,7 @@ export function buildRunConfig(input: RunConfigInput): AgentConfig {
               target: volume.target,
               fstype: 'ext4',
               ...(volume.readOnly ? { readOnly: true } : {}),
+              ...(volume.copyUp ? { copyUp: true } : {}),
             })),
           }
         : {}),

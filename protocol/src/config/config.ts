@@ -66,6 +66,8 @@ const volumeSchema = object({
   target: required(absolutePath),
   readOnly: optional(boolean),
   fstype: optional(oneOf('ext4', 'squashfs')),
+  /** Docker's copy-up: an empty volume first gets what the image has at `target`. */
+  copyUp: optional(boolean),
 });
 
 const interfaceSchema = object({

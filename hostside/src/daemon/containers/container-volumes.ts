@@ -39,6 +39,7 @@ export async function createMounts(
         target: mount.target,
         readOnly: mount.readOnly,
         anonymous: mount.name === undefined,
+        ...(mount.noCopy ? { noCopy: true } : {}),
       });
     }
     return made;
@@ -75,7 +76,10 @@ export function checkVolumeConflicts(
 export function volumeAttachments(
   store: VolumeStore | undefined,
   mounts: readonly ContainerMount[],
-): { disks: VmVolumeDisk[]; config: Array<{ serial: string; target: string; readOnly: boolean }> } {
+): {
+  disks: VmVolumeDisk[];
+  config: Array<{ serial: string; target: string; readOnly: boolean; copyUp: boolean }>;
+} {
   if (mounts.length > 0 && !store)
     throw new TetherError(
       'TETHER_INVALID_PARAMETER',
@@ -87,6 +91,8 @@ export function volumeAttachments(
       serial: volumeDiskSerial(index),
       target: mount.target,
       readOnly: mount.readOnly,
+      // Docker's copy-up, which the agent does only while the volume is empty.
+      copyUp: !mount.noCopy && !mount.readOnly,
     })),
   };
 }

@@ -57,6 +57,8 @@ export interface ContainerMount {
   readOnly: boolean;
   /** Made for this container (Config.Volumes, an image's VOLUME): `docker rm -v` removes it. */
   anonymous: boolean;
+  /** `nocopy`: the volume does not receive the image's files at its path when it is empty. */
+  noCopy?: boolean;
 }
 
 export interface ContainerState {

@@ -13,6 +13,8 @@ export interface VolumeMountRequest {
   /** Absolute path inside the container. */
   target: string;
   readOnly: boolean;
+  /** `nocopy`: a new volume does not receive what the image has at the path (Docker's copy-up). */
+  noCopy?: boolean;
 }
 
 const HOST_PATH_REFUSED =
@@ -43,7 +45,12 @@ export function parseBind(spec: string): VolumeMountRequest {
   for (const flag of flags)
     if (!['ro', 'rw', 'z', 'Z', 'nocopy', 'copy'].includes(flag))
       throw invalid(`invalid volume specification: '${spec}': unknown mode ${JSON.stringify(flag)}`);
-  return { name: source, target: checkTarget(target, spec), readOnly: flags.includes('ro') };
+  return {
+    name: source,
+    target: checkTarget(target, spec),
+    readOnly: flags.includes('ro'),
+    ...(flags.includes('nocopy') ? { noCopy: true } : {}),
+  };
 }
 
 /** One entry of HostConfig.Mounts (`--mount`): type volume only. */
@@ -56,7 +63,13 @@ export function parseMount(mount: unknown): VolumeMountRequest {
   if (type !== 'volume')
     throw invalid(`--mount ${spec}: mounts of type ${type} are not supported; use type=volume`);
   const source = typeof m['Source'] === 'string' && m['Source'] !== '' ? m['Source'] : undefined;
-  return { name: source, target: checkTarget(target, spec), readOnly: m['ReadOnly'] === true };
+  const options = (m['VolumeOptions'] ?? {}) as Record<string, unknown>;
+  return {
+    name: source,
+    target: checkTarget(target, spec),
+    readOnly: m['ReadOnly'] === true,
+    ...(options['NoCopy'] === true ? { noCopy: true } : {}),
+  };
 }
 
 /** `Config.Volumes` (and an image's VOLUME lines): anonymous volumes at these paths. */

@@ -213,6 +213,9 @@ export class VolumeStore {
         record.name.slice(0, 16),
         disk,
       ]);
+      // A Docker volume starts empty: mkfs's lost+found would be in the container's way (initdb, for one,
+      // refuses a data directory that is not empty). e2fsck makes it again if it ever needs it.
+      await run(this.#tool('debugfs'), ['-w', '-R', 'rmdir lost+found', disk]);
       writeFileAtomic(join(partial, 'volume.json'), JSON.stringify(record) + '\n', 0o644, partial);
       fsyncTree(partial);
       renameSync(partial, join(this.#dir, record.name));
@@ -234,9 +237,13 @@ export class VolumeStore {
   }
 
   #mkfs(): string {
-    if (this.#options.mkfs) return this.#options.mkfs;
-    for (const path of ['/sbin/mkfs.ext4', '/usr/sbin/mkfs.ext4']) if (existsSync(path)) return path;
-    return 'mkfs.ext4';
+    return this.#options.mkfs ?? this.#tool('mkfs.ext4');
+  }
+
+  /** An e2fsprogs tool: in /sbin on Debian, which a non-root PATH may lack. */
+  #tool(name: string): string {
+    for (const dir of ['/sbin', '/usr/sbin']) if (existsSync(join(dir, name))) return join(dir, name);
+    return name;
   }
 
   /** `docker volume rm`: the caller has checked that no container uses it (unless forced). */

@@ -33,6 +33,12 @@ void describe('VolumeStore', () => {
       execFileSync(dumpe2fs, ['-h', disk], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
       /Filesystem volume name:\s+data/,
     );
+    const debugfs = existsSync('/sbin/debugfs') ? '/sbin/debugfs' : 'debugfs';
+    const root = execFileSync(debugfs, ['-R', 'ls -p /', disk], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    assert.doesNotMatch(root, /lost\+found/, 'a new volume is empty, as Docker’s are');
     // A second create of the same name answers the same volume, as Docker's does.
     assert.equal((await store.create({ name: 'data' })).createdAt, volume.createdAt);
     const anonymous = await store.create({ anonymous: true, options: { size: '32M' } });
