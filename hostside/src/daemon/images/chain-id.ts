@@ -9,6 +9,7 @@
  * Pure.
  */
 import { createHash } from 'node:crypto';
+import { TetherError } from '../../../../protocol/src/errors/errors.ts';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -16,7 +17,11 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 export function chainIds(diffIds: readonly string[]): string[] {
   const chain: string[] = [];
   for (const diffId of diffIds) {
-    if (!DIGEST_RE.test(diffId)) throw new Error(`not a sha256 digest: ${JSON.stringify(diffId)}`);
+    if (!DIGEST_RE.test(diffId))
+      throw new TetherError(
+        'TETHER_IMAGE_INVALID',
+        `the image config's rootfs.diff_ids holds ${JSON.stringify(diffId)}, which is not a sha256 digest`,
+      );
     const below = chain.at(-1);
     chain.push(
       below === undefined

@@ -295,9 +295,9 @@ export class ImageStore {
   }
 
   async #import(plans: PlannedImage[], onProgress: ImportProgress): Promise<LoadResult> {
+    const pinned = plans.flatMap((plan) => chainIds(plan.config.rootfs.diff_ids));
     const work = mkdtempSync(join(this.#tmp, 'import-'));
     const session = this.#layerDisks().session(work);
-    const pinned = plans.flatMap((plan) => chainIds(plan.config.rootfs.diff_ids));
     for (const chainId of pinned) this.#pinned.add(chainId);
     try {
       const staged = new Map<string, { dir: string; size: number; layers: string[] }>();

@@ -21,6 +21,6 @@ void describe('chain ids (OCI image spec)', () => {
   });
 
   void it('refuses what is not a sha256 digest', () => {
-    assert.throws(() => chainIds(['sha256:xyz']), /not a sha256 digest/);
+    assert.throws(() => chainIds(['sha256:xyz']), /"sha256:xyz", which is not a sha256 digest/);
   });
 });
