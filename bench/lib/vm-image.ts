@@ -62,6 +62,16 @@ export function describeImages(images: BootImage[]): string {
     .join('; ');
 }
 
+export interface ImageVmOptions {
+  /** The container's root disk: an image's top layer qcow2 (default: the boot image's busybox.img). */
+  rootDisk?: string;
+  /**
+   * Boot on the writable layer already in stateDir (made by driver.createRootLayer, as tetherd does at
+   * docker create) instead of a fresh one.
+   */
+  keepRootLayer?: boolean;
+}
+
 /**
  * Boots `image` through the QEMU driver with `argv` as the container's main process, as tetherd would (its
  * own channel keys, a status key when the agent knows one, power-off when the process ends). The caller
@@ -72,6 +82,7 @@ export async function startImageVm(
   image: BootImage,
   stateDir: string,
   argv: string[],
+  options: ImageVmOptions = {},
 ): Promise<{ vm: Vm; keys: ChannelKeys }> {
   const id = `bench-${image.label}-${Date.now().toString(36)}`;
   const keys = generateChannelKeys(id);
@@ -95,7 +106,8 @@ export async function startImageVm(
     kernel: join(image.dir, 'vmlinuz'),
     initramfs: join(image.dir, 'initramfs.cpio.gz'),
     runtimeDisk: join(image.dir, 'runtime.img'),
-    rootDisk: join(image.dir, 'busybox.img'),
+    rootDisk: options.rootDisk ?? join(image.dir, 'busybox.img'),
+    ...(options.keepRootLayer ? { keepRootLayer: true } : {}),
     config: Buffer.from(JSON.stringify(config)),
   });
   return { vm, keys };
