@@ -2,8 +2,8 @@
  * Docker's volume copy-up: a new, empty volume mounted over a directory of the image first receives that
  * directory's contents (files, directories, symlinks, with their owners, modes and times; the volume's root
  * takes the directory's owner and mode), so that `-v data:/usr/share/nginx/html` starts with the image's
- * pages and `-v pg:/var/lib/postgresql/data` with the right owner. Only when the volume is empty: its data
- * is never overwritten. Hard links are copied as separate files; device nodes, fifos and sockets are not
+ * pages and `-v pg:/var/lib/postgresql/data` with the right owner (even when the image's directory is
+ * empty). Only when the volume is empty: its data is never overwritten. Hard links are copied as separate files; device nodes, fifos and sockets are not
  * copied (Node cannot make them, and an image keeps none in a volume path in practice).
  */
 import {

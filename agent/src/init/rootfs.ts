@@ -72,8 +72,11 @@ function copyUp(sys: Sys, device: string, fstype: string, imageDir: string, what
   mkdirSync(COPY_UP_STAGING, { recursive: true });
   mountDisk(sys, device, COPY_UP_STAGING, fstype, 0, what);
   try {
-    if (readdirSync(COPY_UP_STAGING).length > 0 || readdirSync(imageDir).length === 0) return '';
+    if (readdirSync(COPY_UP_STAGING).length > 0) return '';
+    // Even from an empty directory the volume takes its owner and mode, as Docker's does: a postgres
+    // image's empty, postgres-owned data directory makes a volume postgres can write.
     const { entries, skipped } = copyTree(imageDir, COPY_UP_STAGING);
+    if (entries === 0 && skipped === 0) return ", the image's owner and mode";
     return `, ${entries} entries copied from the image${skipped ? ` (${skipped} special files left out)` : ''}`;
   } catch (error) {
     throw new TetherError(
