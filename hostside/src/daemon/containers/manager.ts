@@ -165,6 +165,8 @@ export class ContainerManager {
   readonly #options: ManagerOptions;
   readonly #dir: string;
   readonly #containers = new Map<string, Container>();
+  /** Names of containers between the name check and their entry in the table (create awaits disks). */
+  readonly #namesBeingCreated = new Set<string>();
   readonly #waiters = new Map<string, Waiter[]>();
   /** Signals asked for before a boot's exit monitor was attached, woken when it is (or the boot ends). */
   readonly #monitorWaiters = new WeakMap<Boot, Array<() => void>>();
@@ -226,6 +228,21 @@ export class ContainerManager {
           'TETHER_NAME_CONFLICT',
           `Conflict. The container name "/${name}" is already in use by container "${other.id}". You have to remove (or rename) that container to be able to reuse that name.`,
         );
+    if (this.#namesBeingCreated.has(name))
+      throw new TetherError(
+        'TETHER_NAME_CONFLICT',
+        `Conflict. The container name "/${name}" is already in use by a container being created. You have to remove (or rename) that container to be able to reuse that name.`,
+      );
+    // Held until the container is in the table: creating its volumes and writable layer takes a while.
+    this.#namesBeingCreated.add(name);
+    try {
+      return await this.#create(request, image, name);
+    } finally {
+      this.#namesBeingCreated.delete(name);
+    }
+  }
+
+  async #create(request: CreateRequest, image: ImageForContainer, name: string): Promise<Container> {
     const host = request.hostConfig ?? {};
     const memoryBytes = host.memoryBytes ?? 0;
     if (memoryBytes !== 0 && memoryBytes < MIN_MEMORY_BYTES)
@@ -313,6 +330,7 @@ export class ContainerManager {
 
   #unusedName(): string {
     const taken = new Set([...this.#containers.values()].map((c) => c.record.name));
+    for (const name of this.#namesBeingCreated) taken.add(name);
     for (;;) {
       const name = generateName();
       if (!taken.has(name)) return name;
