@@ -9,6 +9,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
+import { exactXattrs, withExactXattrs } from './pax-xattrs.ts';
 import type { RawHeader } from '../layer-tree.ts';
 import { asInvalid } from '../layers.ts';
 import { lowerImageOf, runScript } from './debugfs-run.ts';
@@ -96,6 +97,8 @@ export async function applyLayer(options: ApplyLayerOptions): Promise<ApplyLayer
   };
 
   try {
+    // tar-stream loses binary pax values (security.capability): read them from the tar as bytes.
+    const xattrs = await exactXattrs(options.layerTar);
     const extract = tarStream.extract();
     const feeding = pipeline(createReadStream(options.layerTar), extract);
     // Its failure also ends the iteration below, which reports it.
@@ -103,6 +106,9 @@ export async function applyLayer(options: ApplyLayerOptions): Promise<ApplyLayer
     try {
       for await (const entry of extract) {
         const header = entry.header as RawHeader;
+        const offset = (entry.header as { byteOffset?: number }).byteOffset;
+        if (offset !== undefined && xattrs.has(offset))
+          header.pax = withExactXattrs(header.pax, xattrs.get(offset));
         entries++;
         if (header.type === 'file' || header.type === 'contiguous-file') {
           const dataFile = join(work, `data-${entries}`);

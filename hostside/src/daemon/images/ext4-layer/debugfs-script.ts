@@ -34,7 +34,7 @@
  * Refused: paths or hard-link targets that climb out of the root, relative symlinks that do, links to
  * nothing or to a directory, entries under a non-directory (TETHER_IMAGE_INVALID, as layer-tree.ts); names
  * debugfs cannot carry, names that were not valid UTF-8 (tar-stream decodes them lossily; binary xattr
- * values are dropped for that reason, see xattrsOf),
+ * values come exactly from pax-xattrs.ts, see xattrsOf),
  * device numbers above 65535, symlink targets of 4096 bytes or more, negative times
  * (TETHER_IMAGE_UNSUPPORTED).
  */
@@ -154,9 +154,9 @@ function xattrsOf(raw: RawHeader, name: string, what: string): Map<string, Buffe
     let data: Buffer;
     if (key.startsWith('SCHILY.xattr.')) {
       attr = key.slice('SCHILY.xattr.'.length);
-      // Binary values (security.capability as Go's archive/tar writes it) reach us decoded lossily by
-      // tar-stream: dropped rather than written wrong, as the lowest layer's are (tar -x keeps no xattrs).
-      // The image still loads; a binary that needs a file capability runs without it.
+      // applyLayer hands binary values (security.capability as Go's archive/tar writes it) over exactly,
+      // in the LIBARCHIVE form (pax-xattrs.ts); one that still arrives decoded lossily by tar-stream is
+      // dropped rather than written wrong.
       if (value.includes(LOST)) continue;
       data = Buffer.from(value, 'utf8');
     } else if (key.startsWith('LIBARCHIVE.xattr.')) {
