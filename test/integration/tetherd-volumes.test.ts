@@ -6,6 +6,8 @@
  * `docker system df`.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { need } from '../helpers/prerequisites.ts';
 import {
@@ -14,6 +16,7 @@ import {
   tetherdPrerequisites,
   type Tetherd,
 } from '../helpers/tetherd.ts';
+import { dockerSave, tarOf } from '../unit/daemon/images/image-fixtures.ts';
 
 describe('tetherd volumes and disk usage (docker CLI)', { timeout: 180_000 }, () => {
   let d: Tetherd | undefined;
@@ -127,5 +130,33 @@ describe('tetherd volumes and disk usage (docker CLI)', { timeout: 180_000 }, ()
     assert.match(verbose, /sized\s+1\s+/);
     await ok(['rm', 'c2']);
     await ok(['volume', 'rm', 'sized']);
+  });
+
+  it('lists dangling images and prunes what no container uses, with the space it freed', async (t) => {
+    if (!d) return t.skip('no tetherd');
+    const { archive } = await dockerSave({
+      layers: [await tarOf([{ name: 'junk', data: 'x'.repeat(100_000) }])],
+      repoTags: [],
+    });
+    const file = join(d.dir, 'untagged.tar');
+    writeFileSync(file, archive);
+    await ok(['load', '-i', file]);
+    await ok(['tag', BUSYBOX_IMAGE, 'extra:1']);
+    assert.equal((await ok(['images', '-q', '--filter', 'reference=extra'])).trim().split('\n').length, 1);
+    assert.equal(
+      (await ok(['images', '-q', '--filter', 'reference=tether/*:latest'])).trim().split('\n').length,
+      1,
+    );
+    assert.match((await ok(['images', '-q', '--filter', 'dangling=true'])).trim(), /^[0-9a-f]{12}$/);
+    // A dangling image goes; tagged ones and those in use stay.
+    const pruned = await ok(['image', 'prune', '-f']);
+    assert.match(pruned, /deleted: sha256:[0-9a-f]{64}/i);
+    assert.match(pruned, /Total reclaimed space: [1-9]/);
+    assert.equal((await ok(['images', '-q', '--filter', 'dangling=true'])).trim(), '');
+    await ok(['create', '--name', 'user1', BUSYBOX_IMAGE, 'true']);
+    const all = await ok(['image', 'prune', '-a', '-f']);
+    assert.doesNotMatch(all, /deleted:/i, 'busybox is in use (under two tags)');
+    await ok(['rmi', 'extra:1']);
+    await ok(['rm', 'user1']);
   });
 });

@@ -25,6 +25,7 @@ import {
   type PullMessage,
 } from '../../images/registry/index.ts';
 import type { Router } from '../http/router.ts';
+import { parseFilters } from './containers.ts';
 
 export function registerImageRoutes(
   router: Router,
@@ -71,12 +72,29 @@ export function registerImageRoutes(
     }
   });
 
-  router.add('GET', '/images/json', (ctx) =>
+  router.add('GET', '/images/json', (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    const dangling = filters.get('dangling')?.[0];
+    const references = filters.get('reference');
+    let list = images.list();
+    if (dangling !== undefined)
+      list = list.filter((image) => (image.repoTags.length === 0) === isTrue(dangling));
+    // As Docker's daemon: an image shows with the tags the reference filter matched, and only then.
+    if (references)
+      list = list
+        .map((image) => ({
+          ...image,
+          repoTags: image.repoTags.filter((tag) =>
+            references.some((pattern) => referenceMatches(tag, pattern)),
+          ),
+        }))
+        .filter((image) => image.repoTags.length > 0);
+    const users = (id: string): number => manager.list().filter((c) => c.record.imageId === id).length;
     ctx.send(
       200,
-      images.list().map((image) => dockerImageSummary(image)),
-    ),
-  );
+      list.map((image) => dockerImageSummary(image, users(image.id))),
+    );
+  });
 
   router.add('GET', '/images/{name*}/json', (ctx) =>
     ctx.send(200, dockerImageInspect(images.resolve(ctx.params['name']!))),
@@ -148,5 +166,32 @@ export function registerImageRoutes(
     }
   });
 
-  router.add('POST', '/images/prune', (ctx) => ctx.send(200, { ImagesDeleted: [], SpaceReclaimed: 0 }));
+  // docker image prune [-a]: untagged images (all images with dangling=false) that no container uses.
+  router.add('POST', '/images/prune', (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    const all = filters.has('dangling') && !isTrue(filters.get('dangling')![0]!);
+    const layerBytes = (): number =>
+      images.layers.all().reduce((sum, layer) => sum + images.layers.diskBytes(layer.chainId), 0);
+    const before = layerBytes();
+    const deleted: string[] = [];
+    for (const image of images.list()) {
+      if ((!all && image.repoTags.length > 0) || inUse(image.id)) continue;
+      deleted.push(...images.remove(image.id, { force: true, isInUse: inUse }));
+      events.publish('image', 'delete', image.id, { name: image.repoTags[0] ?? image.id });
+    }
+    ctx.send(200, {
+      ImagesDeleted: dockerImageDeleteResponse(deleted),
+      SpaceReclaimed: before - layerBytes(),
+    });
+  });
+}
+
+const isTrue = (value: string): boolean => value === 'true' || value === '1';
+
+/** Docker's `reference` filter: `name`, `name:tag`, with `*` globs. */
+function referenceMatches(repoTag: string, pattern: string): boolean {
+  const glob = (text: string): RegExp =>
+    new RegExp(`^${text.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '[^/]*')}$`);
+  const target = pattern.includes(':') ? repoTag : repoTag.slice(0, repoTag.lastIndexOf(':'));
+  return glob(pattern).test(target);
 }
