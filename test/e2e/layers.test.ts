@@ -202,6 +202,10 @@ describe(
       };
       for (const container of df.Containers)
         t.diagnostic(`${container.Names[0]}: writable layer ${container.SizeRw} B`);
+      // docker ps -s: each container's own layer, and with its image's shared layers ("virtual").
+      const sizes = await ok(['ps', '-a', '-s', '--format', '{{.Names}} {{.Size}}']);
+      for (const line of sizes.trim().split('\n'))
+        assert.match(line, /^(one|two) [\d.]+[kM]B \(virtual [\d.]+MB\)$/, sizes);
       await ok(['rm', 'one', 'two']);
       await ok(['volume', 'rm', 'vol1', 'copied']);
       assert.equal((await ok(['volume', 'ls', '-q'])).trim(), '');

@@ -91,6 +91,10 @@ export class Daemon {
       manager,
       execIdsOf: (id) => execs.idsOf(id),
       networkExists: (name) => networks.exists(name),
+      imageBytes: (imageId) => {
+        const image = images.list().find((candidate) => candidate.id === imageId);
+        return (image?.layers ?? []).reduce((sum, chainId) => sum + images.layers.diskBytes(chainId), 0);
+      },
     });
     registerStreamRoutes(router, manager);
     registerArchiveRoutes(router, manager);

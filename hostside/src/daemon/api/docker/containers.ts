@@ -14,6 +14,8 @@ export interface ContainerRouteDeps {
   manager: ContainerManager;
   execIdsOf: (containerId: string) => string[];
   networkExists: (name: string) => boolean;
+  /** Bytes the image's layers take on the host (docker ps -s shows them as the "virtual" size). */
+  imageBytes?: (imageId: string) => number;
 }
 
 const SIZE_UNITS: Record<string, number> = {
@@ -215,9 +217,18 @@ export function registerContainerRoutes(router: Router, deps: ContainerRouteDeps
     }
     if (limit > 0) list = list.slice(0, limit);
     const now = Date.now();
+    // docker ps -s: the bytes of the container's own writable layer, and with its image's (shared) layers.
+    const size = flag(ctx.query, 'size');
+    const sizesOf = (c: (typeof list)[number]): { SizeRw: number; SizeRootFs: number } => {
+      const own = manager.driver.rootLayerBytes?.(c.dir) ?? 0;
+      return { SizeRw: own, SizeRootFs: own + (deps.imageBytes?.(c.record.imageId) ?? 0) };
+    };
     ctx.send(
       200,
-      list.map((c) => containerSummary(c, now)),
+      list.map((c) => ({
+        ...containerSummary(c, now),
+        ...(size ? sizesOf(c) : {}),
+      })),
     );
   });
 
