@@ -6,9 +6,18 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { hostTscKhz } from '../../hostside/src/vm/qemu/host-tsc.ts';
 import { REPO } from './harness.ts';
 
@@ -29,10 +38,18 @@ function modulePath(name: string): string {
 
 /**
  * A busybox initramfs whose /init is `script`, with `modules` in /lib/modules/NAME.ko (insmod them in
- * the order given). Built once under build/bench/ and reused while the script and modules are the same.
+ * the order given) and `files` (path in the image → host file, e.g. a static probe binary). Built once
+ * under build/bench/ and reused while the script, modules and files are the same.
  */
-export function busyboxInitramfs(name: string, script: string, modules: readonly string[]): string {
-  const digest = createHash('sha256').update(script).update(modules.join(',')).digest('hex').slice(0, 12);
+export function busyboxInitramfs(
+  name: string,
+  script: string,
+  modules: readonly string[],
+  files: Readonly<Record<string, string>> = {},
+): string {
+  const hash = createHash('sha256').update(script).update(modules.join(','));
+  for (const [target, source] of Object.entries(files)) hash.update(target).update(readFileSync(source));
+  const digest = hash.digest('hex').slice(0, 12);
   const out = join(REPO, 'build/bench', `${name}-${digest}.cpio.gz`);
   if (existsSync(out)) return out;
   const deb = execFileSync('sh', ['-c', `ls ${join(REPO, 'build/cache')}/busybox-static_*.deb | head -1`], {
@@ -49,6 +66,11 @@ export function busyboxInitramfs(name: string, script: string, modules: readonly
     copyFileSync(join(unpacked, 'bin/busybox'), join(root, 'bin/busybox'));
     chmodSync(join(root, 'bin/busybox'), 0o755);
     for (const module of modules) copyFileSync(modulePath(module), join(root, 'lib/modules', `${module}.ko`));
+    for (const [target, source] of Object.entries(files)) {
+      mkdirSync(join(root, dirname(target)), { recursive: true });
+      copyFileSync(source, join(root, target));
+      chmodSync(join(root, target), 0o755);
+    }
     writeFileSync(join(root, 'init'), script, { mode: 0o755 });
     mkdirSync(join(REPO, 'build/bench'), { recursive: true });
     execFileSync('sh', [
