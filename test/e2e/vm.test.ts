@@ -5,11 +5,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { STREAM_STDERR, STREAM_STDOUT } from '../../protocol/src/logs/log-frame.ts';
-import type { ChannelClient } from '../../hostside/src/channel/client.ts';
+import { ChannelClient } from '../../hostside/src/channel/client.ts';
+import { resyncClient } from '../../hostside/src/channel/resync.ts';
 import { decodeLogBytes } from '../../hostside/src/vm/log-file.ts';
 import { collect, run } from '../helpers/dev-agent.ts';
 import { REPO, need } from '../helpers/prerequisites.ts';
@@ -163,6 +165,41 @@ describe('a container VM: the agent as PID 1', { timeout: 300_000 }, () => {
       Buffer.concat(frames.filter((f) => f.stream === stream).map((f) => f.data)).toString();
     assert.equal(text(STREAM_STDOUT), expectedStdout);
     assert.equal(text(STREAM_STDERR), 'err-line\n');
+  });
+
+  it('after dropping a handshake that stalled past its deadline, serves the next one on the same connection', async (t) => {
+    if (!box) return t.skip('no VM');
+    client.close();
+    // A fresh connection once the old one is gone (QEMU takes one host connection at a time).
+    let stream: Duplex | undefined;
+    for (let attempt = 0; !stream; attempt++) {
+      const candidate = await box.vm.openChannel();
+      try {
+        await resyncClient(candidate, { retryMs: 500, timeoutMs: 5_000 });
+        stream = candidate;
+      } catch (error) {
+        candidate.destroy();
+        if (attempt === 10) throw error;
+        await sleep(1000);
+      }
+    }
+    // The resync completed, then no SSH identification comes: the agent ends its side after 10 s. The
+    // host never hangs up, so no POLLHUP tells the agent; the next bytes on the port must still be served.
+    await sleep(12_000);
+    try {
+      client = await ChannelClient.connect(stream, box.credentials, { timeoutMs: 30_000, retryMs: 500 });
+    } catch (error) {
+      const agentLines = box
+        .consoleText()
+        .split('\n')
+        .filter((line) => /channel|tether/.test(line));
+      throw new Error(
+        `${(error as Error).message}\nthe agent's channel lines:\n${agentLines.slice(-15).join('\n')}`,
+      );
+    }
+    const result = await run(client, ['echo', 'served again']);
+    assert.deepEqual([result.exitCode, result.stdout], [0, 'served again\n']);
+    assert.match(box.consoleText(), /no SSH identification within 10000 ms|no handshake within 10000 ms/);
   });
 
   it('stops gracefully on a power-down request: stop signal, exit recorded, VM off', async (t) => {

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from '../../protocol/src/config/config.ts';
 import { decodeStatusKey } from '../../protocol/src/status/console-line.ts';
 import type { StatusRecord } from '../../protocol/src/status/status.ts';
-import type { ChannelClient } from '../../hostside/src/channel/client.ts';
+import type { ChannelClient, ChannelCredentials } from '../../hostside/src/channel/client.ts';
 import { connectVmChannel } from '../../hostside/src/vm/channel-connect.ts';
 import { generateChannelKeys } from '../../hostside/src/vm/channel-keys.ts';
 import { statusRecordsIn } from '../../hostside/src/vm/console-status.ts';
@@ -34,6 +34,8 @@ export interface TestVm {
   config: AgentConfig;
   /** Connects (waiting for the agent to come up). */
   connect(): Promise<ChannelClient>;
+  /** The host's keys for this VM's channel (to connect over a stream of the test's own). */
+  credentials: ChannelCredentials;
   consoleText(): string;
   /** The records the host believes: signed with the config's status key (unsigned ones if it has none). */
   statusRecords(): StatusRecord[];
@@ -87,6 +89,7 @@ export async function bootTestVm(config: Partial<AgentConfig> | Buffer): Promise
   return {
     vm,
     config: full,
+    credentials: keys.credentials,
     consoleText,
     statusRecords,
     connect: async () => {

@@ -61,6 +61,8 @@ export function resyncClient(stream: Duplex, options: ResyncOptions = {}): Promi
     const onClose = (): void =>
       finish(new TetherError('TETHER_CHANNEL_CLOSED', 'the channel closed during the resync handshake'));
     stream.on('data', onData);
+    // A stream handed back paused (by an earlier handshake on it) stays paused for a new 'data' listener.
+    stream.resume();
     stream.on('error', finish);
     stream.on('close', onClose);
     attempt();

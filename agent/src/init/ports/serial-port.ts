@@ -195,6 +195,9 @@ export class SerialPort {
         this.#hangUp();
         this.#readable = false;
       }
+      // A stream the agent ended itself (a handshake past its deadline) is no connection any more: the
+      // host's next bytes start a new one. Waiting for it to want bytes again would wait for ever.
+      if (this.#current?.destroyed) this.#current = undefined;
       const stream = this.#current;
       if (!this.#readable || (stream !== undefined && !stream.wantsRead)) {
         await this.#changed();
@@ -215,8 +218,11 @@ export class SerialPort {
           break;
         }
         if (!this.#current || this.#current.destroyed) {
-          this.#current = new PortStream(this);
-          onConnection(this.#current);
+          const next = new PortStream(this);
+          // Bytes already waiting when it ends announce themselves with no new event: look again then.
+          next.once('close', () => this.#wake());
+          this.#current = next;
+          onConnection(next);
         }
         this.#current.deliver(Buffer.from(buffer.subarray(0, n)));
         if (!this.#current.wantsRead) break;

@@ -96,6 +96,47 @@ void describe('SerialPort', () => {
     assert.equal((streams[1]!.read() as Buffer).toString(), 'stale');
   });
 
+  void it('a stream the agent ended (a handshake that timed out) never blocks the port: the host’s next bytes are a new connection', async () => {
+    const sys = new FakeSys();
+    const port = open(sys);
+    const fd = sys.watches[0]!.fd;
+    const streams: PortStream[] = [];
+    void port.serve((stream) => streams.push(stream));
+    writeSync(host, 'slow handshake');
+    sys.emit(fd, SYS.POLLIN);
+    await turns(2);
+    assert.equal(streams.length, 1);
+    // Not read (as a stalled SSH server does not), then ended by the agent; the host never hung up, or
+    // left and came back before the agent looked (no POLLHUP seen), and sends again.
+    streams[0]!.destroy();
+    writeSync(host, 'SYN again');
+    sys.emit(fd, SYS.POLLIN);
+    await turns(4);
+    assert.equal(streams.length, 2, 'a new connection is served');
+    assert.equal((streams[1]!.read() as Buffer).toString(), 'SYN again');
+  });
+
+  void it('bytes left unread when the agent ends a stream start the next connection without a new event', async () => {
+    const sys = new FakeSys();
+    const port = open(sys);
+    const fd = sys.watches[0]!.fd;
+    const streams: PortStream[] = [];
+    void port.serve((stream) => streams.push(stream));
+    // Fill the stream's buffer (nobody reads it, as a stalled handshake does not): the port stops reading,
+    // and the next bytes stay in the fifo, their one event spent.
+    for (let i = 0; i < 5; i++) {
+      writeSync(host, Buffer.alloc(64 * 1024, i));
+      sys.emit(fd, SYS.POLLIN);
+      await turns(3);
+    }
+    assert.equal(streams.length, 1);
+    assert.equal(streams[0]!.wantsRead, false, 'the stream is full');
+    streams[0]!.destroy();
+    await turns(4);
+    assert.equal(streams.length, 2, 'the waiting bytes open a new connection');
+    assert.ok((streams[1]!.read() as Buffer).length > 0);
+  });
+
   void it('waitWritable resolves on the next POLLOUT or POLLHUP after EAGAIN, and at once if one came', async () => {
     const sys = new FakeSys();
     const port = open(sys);
