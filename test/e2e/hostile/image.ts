@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeStatusRecord, type StatusRecord } from '../../../protocol/src/status/status.ts';
 import { REPO } from '../../helpers/prerequisites.ts';
-import { dockerSave, membersOf, tarOf } from '../../unit/daemon/images/image-fixtures.ts';
+import { imageOnBase, tarOf } from '../../unit/daemon/images/image-fixtures.ts';
 
 export const HOSTILE_IMAGE = 'tether/hostile:latest';
 export const PROBE_SCRIPT = join(REPO, 'test/e2e/hostile/probe.sh');
@@ -42,22 +42,12 @@ export function forgedLines(): string[] {
 
 /** busybox-image.tar (a docker save of one image) plus the probe's layer, tagged HOSTILE_IMAGE. */
 export async function hostileImageTar(busyboxImageTar: string): Promise<Buffer> {
-  const members = await membersOf(readFileSync(busyboxImageTar));
-  const [manifest] = JSON.parse(members.get('manifest.json')!.toString()) as Array<{
-    Config: string;
-    Layers: string[];
-  }>;
-  const base = JSON.parse(members.get(manifest!.Config)!.toString()) as { config: Record<string, unknown> };
-  const layers = manifest!.Layers.map((name) => members.get(name)!);
   const probeLayer = await tarOf([
     { name: 'hostile/', type: 'directory' },
     { name: 'hostile/probe.sh', data: readFileSync(PROBE_SCRIPT), mode: 0o755 },
     { name: 'hostile/forged.lines', data: `${forgedLines().join('\n')}\n` },
   ]);
-  const { archive } = await dockerSave({
-    layers: [...layers, probeLayer],
-    repoTags: [HOSTILE_IMAGE],
-    config: { config: { ...base.config, Cmd: ['/hostile/probe.sh', 'full'] } },
+  return imageOnBase(readFileSync(busyboxImageTar), [probeLayer], HOSTILE_IMAGE, {
+    Cmd: ['/hostile/probe.sh', 'full'],
   });
-  return archive;
 }

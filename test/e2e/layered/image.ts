@@ -8,9 +8,14 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import tarStream from 'tar-stream';
-import { LayerTree, type FlatEntry, type RawHeader } from '../../../hostside/src/daemon/images/layer-tree.ts';
-import { dockerSave, membersOf, tarOf, type Member } from '../../unit/daemon/images/image-fixtures.ts';
+import type { FlatEntry } from '../../../hostside/src/daemon/images/layer-tree.ts';
+import {
+  fileBytes,
+  imageOnBase,
+  mergedLayers,
+  tarOf,
+  type Member,
+} from '../../unit/daemon/images/image-fixtures.ts';
 
 export const LAYERED_IMAGE = 'tether/layered:latest';
 
@@ -86,26 +91,6 @@ async function layerTars(): Promise<Buffer[]> {
   return Promise.all(LAYERS.map((members) => tarOf(members)));
 }
 
-async function scan(tree: LayerTree, layer: number, tar: Buffer): Promise<void> {
-  const extract = tarStream.extract();
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      tree.apply(
-        layer,
-        header as RawHeader,
-        (header as { byteOffset?: number }).byteOffset ?? 0,
-        `layer ${layer}`,
-      );
-      stream.on('end', () => next());
-      stream.resume();
-    });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-  });
-  extract.end(tar);
-  await done;
-}
-
 const TYPE_NAMES: Record<string, string> = {
   file: 'regular file',
   directory: 'directory',
@@ -118,9 +103,9 @@ const TYPE_NAMES: Record<string, string> = {
 /** The listing /list.sh must print, from the layers alone. */
 export async function expectedListing(): Promise<string[]> {
   const tars = await layerTars();
-  const tree = new LayerTree();
-  for (const [index, tar] of tars.entries()) await scan(tree, index, tar);
-  const entries = tree.entries().filter((e) => e.path === 't' || e.path.startsWith('t/'));
+  const entries = (await mergedLayers(tars))
+    .entries()
+    .filter((e) => e.path === 't' || e.path.startsWith('t/'));
   const inodeOf = (entry: FlatEntry): string => (entry.kind === 'link' ? entry.target : entry.path);
   const names = new Map<string, number>();
   for (const entry of entries)
@@ -135,7 +120,7 @@ export async function expectedListing(): Promise<string[]> {
       const mode = header.type === 'symlink' ? '777' : (header.mode & 0o7777).toString(8);
       let what = '';
       if (header.type === 'file' && inode.kind === 'inode') {
-        const data = tars[inode.layer]!.subarray(inode.offset, inode.offset + header.size);
+        const data = fileBytes(tars, inode);
         what = `${createHash('md5').update(data).digest('hex')} ${names.get(inodeOf(entry))}`;
       } else if (header.type === 'symlink') what = header.linkname;
       else if (header.type === 'character-device' || header.type === 'block-device')
@@ -147,16 +132,5 @@ export async function expectedListing(): Promise<string[]> {
 
 /** busybox-image.tar's layer plus the three above, tagged LAYERED_IMAGE, as a `docker save` tarball. */
 export async function layeredImageTar(busyboxImageTar: string): Promise<Buffer> {
-  const members = await membersOf(readFileSync(busyboxImageTar));
-  const [manifest] = JSON.parse(members.get('manifest.json')!.toString()) as Array<{
-    Config: string;
-    Layers: string[];
-  }>;
-  const base = JSON.parse(members.get(manifest!.Config)!.toString()) as { config: Record<string, unknown> };
-  const { archive } = await dockerSave({
-    layers: [...manifest!.Layers.map((name) => members.get(name)!), ...(await layerTars())],
-    repoTags: [LAYERED_IMAGE],
-    config: { config: { ...base.config, Cmd: ['/list.sh'] } },
-  });
-  return archive;
+  return imageOnBase(readFileSync(busyboxImageTar), await layerTars(), LAYERED_IMAGE, { Cmd: ['/list.sh'] });
 }

@@ -7,6 +7,11 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import tarStream from 'tar-stream';
+import {
+  LayerTree,
+  type FlatEntry,
+  type RawHeader,
+} from '../../../../hostside/src/daemon/images/layer-tree.ts';
 
 export const MTIME = new Date('2024-05-01T12:00:00Z');
 
@@ -21,6 +26,8 @@ export interface Member {
   devmajor?: number;
   devminor?: number;
   mtime?: Date;
+  /** pax records (xattrs as SCHILY.xattr.NAME or LIBARCHIVE.xattr.NAME, for one). */
+  pax?: Record<string, string>;
 }
 
 export async function tarOf(members: readonly Member[]): Promise<Buffer> {
@@ -47,6 +54,7 @@ export async function tarOf(members: readonly Member[]): Promise<Buffer> {
           ...(member.devmajor !== undefined
             ? { devmajor: member.devmajor, devminor: member.devminor ?? 0 }
             : {}),
+          ...(member.pax ? { pax: member.pax } : {}),
         },
         type === 'file' ? data : Buffer.alloc(0),
         (error) => (error ? reject(error) : resolve()),
@@ -237,4 +245,54 @@ export async function membersOf(archive: Buffer): Promise<Map<string, Buffer>> {
   extract.end(archive);
   await done;
   return members;
+}
+
+/** The layers (plain tars in memory, bottom first) merged by LayerTree: the store's model, as an oracle. */
+export async function mergedLayers(tars: readonly Buffer[]): Promise<LayerTree> {
+  const tree = new LayerTree();
+  for (const [layer, tar] of tars.entries()) {
+    const extract = tarStream.extract();
+    const done = new Promise<void>((resolve, reject) => {
+      extract.on('entry', (header, stream, next) => {
+        const offset = (header as { byteOffset?: number }).byteOffset ?? 0;
+        tree.apply(layer, header as RawHeader, offset, `layer ${layer}`);
+        stream.on('end', () => next());
+        stream.resume();
+      });
+      extract.on('finish', resolve);
+      extract.on('error', reject);
+    });
+    extract.end(tar);
+    await done;
+  }
+  return tree;
+}
+
+/** The bytes of a merged regular file, read from the layer tar that holds them. */
+export function fileBytes(tars: readonly Buffer[], entry: FlatEntry & { kind: 'inode' }): Buffer {
+  return tars[entry.layer]!.subarray(entry.offset, entry.offset + entry.header.size);
+}
+
+/**
+ * A `docker save` tarball of the one image in `baseArchive` (another `docker save`) with `layers` on top,
+ * tagged `repoTag`, its config's `config` merged with `config` (a new Cmd, say).
+ */
+export async function imageOnBase(
+  baseArchive: Buffer,
+  layers: Buffer[],
+  repoTag: string,
+  config: Record<string, unknown>,
+): Promise<Buffer> {
+  const members = await membersOf(baseArchive);
+  const [manifest] = JSON.parse(members.get('manifest.json')!.toString()) as Array<{
+    Config: string;
+    Layers: string[];
+  }>;
+  const base = JSON.parse(members.get(manifest!.Config)!.toString()) as { config: Record<string, unknown> };
+  const { archive } = await dockerSave({
+    layers: [...manifest!.Layers.map((name) => members.get(name)!), ...layers],
+    repoTags: [repoTag],
+    config: { config: { ...base.config, ...config } },
+  });
+  return archive;
 }

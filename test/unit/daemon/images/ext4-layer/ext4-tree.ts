@@ -7,12 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import tarStream from 'tar-stream';
-import {
-  LayerTree,
-  type FlatEntry,
-  type RawHeader,
-} from '../../../../../hostside/src/daemon/images/layer-tree.ts';
+import type { FlatEntry } from '../../../../../hostside/src/daemon/images/layer-tree.ts';
 import {
   debugfsPath,
   parseListing,
@@ -20,58 +15,17 @@ import {
 } from '../../../../../hostside/src/daemon/images/ext4-layer/debugfs-run.ts';
 import { quote } from '../../../../../hostside/src/daemon/images/ext4-layer/debugfs-script.ts';
 import { REPO } from '../../../../helpers/prerequisites.ts';
+import { fileBytes, mergedLayers, MTIME, tarOf as fixtureTar, type Member } from '../image-fixtures.ts';
 
-export const MTIME = new Date('2024-05-01T12:00:00Z');
+export { MTIME, type Member };
 
-export interface Member {
-  name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
-  data?: string | Buffer;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-  mtime?: Date;
-  pax?: Record<string, string>;
-}
-
-/** A layer tar, with tar-stream (pax records where given). */
-export async function tarOf(members: readonly Member[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (chunk) => chunks.push(chunk as Buffer));
-  const ended = new Promise<void>((resolve, reject) => {
-    pack.on('end', () => resolve());
-    pack.on('error', reject);
-  });
-  for (const member of members) {
-    const type = member.type ?? 'file';
-    const data = Buffer.from(member.data ?? '');
-    await new Promise<void>((resolve, reject) => {
-      pack.entry(
-        {
-          name: member.name,
-          type,
-          mode: member.mode ?? (type === 'directory' ? 0o755 : type === 'symlink' ? 0o777 : 0o644),
-          uid: member.uid ?? 0,
-          gid: member.gid ?? 0,
-          mtime: member.mtime ?? MTIME,
-          ...(member.linkname !== undefined ? { linkname: member.linkname } : {}),
-          ...(member.devmajor !== undefined
-            ? { devmajor: member.devmajor, devminor: member.devminor ?? 0 }
-            : {}),
-          ...(member.pax ? { pax: member.pax } : {}),
-        },
-        type === 'file' ? data : Buffer.alloc(0),
-        (error) => (error ? reject(error) : resolve()),
-      );
-    });
-  }
-  pack.finalize();
-  await ended;
-  return Buffer.concat(chunks);
+/** A layer tar (image-fixtures.ts's), its symlinks 0777 unless given, as Linux makes them. */
+export function tarOf(members: readonly Member[]): Promise<Buffer> {
+  return fixtureTar(
+    members.map((member) =>
+      member.type === 'symlink' && member.mode === undefined ? { ...member, mode: 0o777 } : member,
+    ),
+  );
 }
 
 /** The lower image: init-image/tar-to-ext4.sh of `tar` at `sizeMiB`. */
@@ -97,27 +51,7 @@ const sha = (data: Buffer): string => createHash('sha256').update(data).digest('
 
 /** The tree the layers describe, from layer-tree.ts; `compareTimes` false leaves times out. */
 export async function expectedTree(layers: readonly Buffer[]): Promise<Map<string, TreeNode>> {
-  const tree = new LayerTree();
-  const data = new Map<string, Buffer>();
-  for (const [index, layer] of layers.entries()) {
-    const extract = tarStream.extract();
-    const done = new Promise<void>((resolve, reject) => {
-      extract.on('finish', resolve);
-      extract.on('error', reject);
-    });
-    extract.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      const offset = (header as { byteOffset?: number }).byteOffset ?? 0;
-      stream.on('data', (chunk) => chunks.push(chunk as Buffer));
-      stream.on('end', () => {
-        data.set(`${index}:${offset}`, Buffer.concat(chunks));
-        tree.apply(index, header as RawHeader, offset, `layer ${index}`);
-        next();
-      });
-    });
-    extract.end(layer);
-    await done;
-  }
+  const tree = await mergedLayers(layers);
   const entries = tree.entries();
   const out = new Map<string, TreeNode>();
   const groups = new Map<string, string[]>();
@@ -138,8 +72,7 @@ export async function expectedTree(layers: readonly Buffer[]): Promise<Map<strin
       gid: header.gid,
       mtime: Math.floor(header.mtime.getTime() / 1000),
     };
-    if (header.type === 'file' && source.kind === 'inode')
-      node.content = sha(data.get(`${source.layer}:${source.offset}`) ?? Buffer.alloc(0));
+    if (header.type === 'file' && source.kind === 'inode') node.content = sha(fileBytes(layers, source));
     if (header.type === 'symlink') node.content = header.linkname;
     if (header.type === 'character-device' || header.type === 'block-device')
       node.content = `${header.devmajor}:${header.devminor}`;
