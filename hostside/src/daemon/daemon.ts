@@ -93,7 +93,7 @@ export class Daemon {
       networkExists: (name) => networks.exists(name),
       imageBytes: (imageId) => {
         const image = images.list().find((candidate) => candidate.id === imageId);
-        return (image?.layers ?? []).reduce((sum, chainId) => sum + images.layers.diskBytes(chainId), 0);
+        return images.layers.bytes(image?.layers ?? []);
       },
     });
     registerStreamRoutes(router, manager);

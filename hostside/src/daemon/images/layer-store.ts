@@ -92,6 +92,13 @@ export class LayerStore {
     }
   }
 
+  /** Bytes the disks of these layers (default: every stored layer) take on the host, each counted once. */
+  bytes(chainIds: Iterable<string> = this.#layers.keys()): number {
+    let sum = 0;
+    for (const chainId of new Set(chainIds)) sum += this.diskBytes(chainId);
+    return sum;
+  }
+
   /** How many of `chain` (bottom first) are stored, counting from the bottom. */
   storedCount(chain: readonly string[]): number {
     let count = 0;

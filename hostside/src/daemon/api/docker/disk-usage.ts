@@ -30,20 +30,17 @@ export function registerDiskUsageRoute(router: Router, deps: DiskUsageDeps): voi
     const containers = manager.list();
     const now = Date.now();
     ctx.send(200, {
-      LayersSize: layers.all().reduce((sum, layer) => sum + layers.diskBytes(layer.chainId), 0),
+      LayersSize: layers.bytes(),
       Images: list.map((image) => {
-        const bytes = (chainId: string): number => layers.diskBytes(chainId);
-        const size = image.layers.length ? image.layers.reduce((sum, id) => sum + bytes(id), 0) : image.size;
-        const shared = image.layers
-          .filter((id) => (holders.get(id) ?? 0) > 1)
-          .reduce((sum, id) => sum + bytes(id), 0);
+        const size = image.layers.length ? layers.bytes(image.layers) : image.size;
+        const shared = layers.bytes(image.layers.filter((id) => (holders.get(id) ?? 0) > 1));
         const users = containers.filter((c) => c.record.imageId === image.id).length;
         return { ...dockerImageSummary(image, users), Size: size, SharedSize: shared, VirtualSize: size };
       }),
       Containers: containers.map((container) => {
         const own = manager.driver.rootLayerBytes?.(container.dir) ?? 0;
         const image = list.find((candidate) => candidate.id === container.record.imageId);
-        const base = image ? image.layers.reduce((sum, id) => sum + layers.diskBytes(id), 0) : 0;
+        const base = image ? layers.bytes(image.layers) : 0;
         return { ...containerSummary(container, now), SizeRw: own, SizeRootFs: own + base };
       }),
       Volumes: volumes.list().map((volume) =>

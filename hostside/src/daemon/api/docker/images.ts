@@ -170,9 +170,7 @@ export function registerImageRoutes(
   router.add('POST', '/images/prune', (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     const all = filters.has('dangling') && !isTrue(filters.get('dangling')![0]!);
-    const layerBytes = (): number =>
-      images.layers.all().reduce((sum, layer) => sum + images.layers.diskBytes(layer.chainId), 0);
-    const before = layerBytes();
+    const before = images.layers.bytes();
     const deleted: string[] = [];
     for (const image of images.list()) {
       if ((!all && image.repoTags.length > 0) || inUse(image.id)) continue;
@@ -181,7 +179,7 @@ export function registerImageRoutes(
     }
     ctx.send(200, {
       ImagesDeleted: dockerImageDeleteResponse(deleted),
-      SpaceReclaimed: before - layerBytes(),
+      SpaceReclaimed: before - images.layers.bytes(),
     });
   });
 }
